@@ -1,0 +1,26 @@
+"""Exceptions raised for user-facing problems.
+
+Everything the user can cause (a bad file, a bad config value, a bad formula)
+raises a subclass of :class:`ParatrainError`. The CLI prints these as one line
+and exits non-zero; anything else is a bug and keeps its traceback.
+"""
+
+
+class ParatrainError(Exception):
+    """Base class for errors caused by user input or the environment."""
+
+
+class ConfigError(ParatrainError, ValueError):
+    """A configuration value breaks a rule: names the field, the rule and the value."""
+
+
+class DataError(ParatrainError, ValueError):
+    """The data cannot be used as given: names the file, column and row where known."""
+
+
+class FormulaError(ParatrainError, ValueError):
+    """A formula cannot be parsed or is not allowed: names the problem and its position."""
+
+
+class WorkerError(ParatrainError, RuntimeError):
+    """A worker process failed: names the rank and its error."""
