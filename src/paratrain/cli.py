@@ -1,0 +1,233 @@
+"""The `paratrain` command: parse arguments, build a config, call the library.
+
+Nothing here trains or reads data itself. torch is imported only inside the
+subcommands, so that `paratrain --help` answers at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from typing import Any, Callable, Sequence
+
+from paratrain.errors import ParatrainError
+
+EXIT_ERROR = 1
+EXIT_INTERRUPTED = 130
+
+
+def _fit_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of `fit`; each maps to a config field of the same name (dashes -> underscores)."""
+    parser.add_argument("--config", metavar="YAML", help="YAML file with config fields; flags given here override it")
+    parser.add_argument("--resume", metavar="DIR", help="continue the stopped run in DIR from its last checkpoint")
+
+    data = parser.add_argument_group("data")
+    data.add_argument("--data", dest="path", metavar="FILE", help="training table: .csv, .parquet or .npz")
+    data.add_argument("--target", help="name of the target column")
+    data.add_argument("--task", choices=["auto", "regression", "classification"], help="default: auto (text target -> classification)")
+    data.add_argument("--drop", metavar="COL", action="append", help="ignore this column (repeat, or comma-separate)")
+    data.add_argument("--impute", choices=["mean", "median"], help="fill missing values instead of refusing them")
+    data.add_argument("--max-categories", type=int, help="most distinct values a text column may have to be one-hot encoded (20)")
+    data.add_argument("--unseen-category", choices=["error", "zeros"], help="at predict time, an unseen category is an error or all zeros")
+    data.add_argument("--val-fraction", type=float, help="fraction of rows held out for validation (0.2)")
+    data.add_argument("--no-shuffle", dest="shuffle", action="store_const", const=False, help="keep row order in each epoch")
+
+    model = parser.add_argument_group("model")
+    model.add_argument("--model", choices=["mlp", "formula"], help="mlp (default) or a formula model")
+    model.add_argument("--hidden", metavar="N,N", help="MLP hidden layer sizes, e.g. 256,256 (64,64)")
+    model.add_argument("--activation", help="relu (default), gelu, tanh, silu, sigmoid, leaky_relu")
+    model.add_argument("--dropout", type=float, help="dropout after each hidden layer (0)")
+    model.add_argument("--norm", choices=["none", "batch", "layer"], help="normalization after each hidden layer")
+    model.add_argument("--formula", help="formula model, e.g. 'b1*(1-exp(-b2*x))'; column names are variables")
+    model.add_argument("--family", help="built-in formula: polynomial, exponential, logarithmic, power, logistic")
+    model.add_argument("--degree", type=int, help="degree of the polynomial family (2)")
+    model.add_argument("--init", metavar="NAME=V,...", help="initial formula parameters, e.g. b1=1,b2=0.1")
+
+    optim = parser.add_argument_group("optimizer")
+    optim.add_argument("--optimizer", choices=["adam", "adamw", "sgd"], help="default: adam")
+    optim.add_argument("--lr", type=float, help="learning rate (1e-3)")
+    optim.add_argument("--momentum", type=float, help="SGD momentum (0.9)")
+    optim.add_argument("--weight-decay", type=float, help="weight decay (0)")
+    optim.add_argument("--schedule", choices=["none", "cosine", "step", "onecycle"], help="learning-rate schedule")
+    optim.add_argument("--step-size", type=int, help="epochs between decays of the step schedule (10)")
+    optim.add_argument("--gamma", type=float, help="decay factor of the step schedule (0.1)")
+
+    train = parser.add_argument_group("training")
+    train.add_argument("--epochs", type=int, help="passes over the data (20)")
+    train.add_argument("--batch-size", type=int, help="rows per micro-batch per worker (256)")
+    train.add_argument("--accumulate", type=int, help="micro-batches per optimizer step (1)")
+    train.add_argument("--patience", type=int, help="stop after this many epochs without a better validation loss")
+    train.add_argument("--min-delta", type=float, help="smallest improvement that counts for --patience")
+    train.add_argument("--seed", type=int, help="seed for initialization, split and shuffling (0)")
+    train.add_argument("--precision", choices=["fp32", "bf16", "fp16"], help="fp32 (default), bf16 autocast, fp16 (CUDA)")
+    train.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default: auto")
+    train.add_argument("--stop-after", type=int, help="end this session after N epochs; continue with --resume")
+
+    parallel = parser.add_argument_group("parallelism")
+    parallel.add_argument("--strategy", help="single (default), ddp; see `paratrain strategies`")
+    parallel.add_argument("--workers", type=int, help="worker processes on this machine (1)")
+    parallel.add_argument("--threads", type=int, help="intra-op threads per worker (default: cores / workers)")
+    parallel.add_argument("--timeout", dest="timeout_s", type=float, help="seconds a collective may wait before failing (300)")
+
+    output = parser.add_argument_group("output")
+    output.add_argument("--out", help="run directory (default: a new folder under runs/)")
+    output.add_argument("--quiet", dest="verbosity", action="store_const", const=0, help="print only errors and the summary")
+    output.add_argument("--verbose", dest="verbosity", action="store_const", const=2, help="print debug logging")
+
+
+_NOT_CONFIG = {"command", "config", "resume", "handler"}
+
+
+def fit_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """Config fields given on the command line (None means 'not given')."""
+    from paratrain.config import parse_int_list
+
+    values = {k: v for k, v in vars(args).items() if k not in _NOT_CONFIG and v is not None}
+    if "drop" in values:
+        values["drop"] = [col for item in values["drop"] for col in item.split(",") if col]
+    if "hidden" in values:
+        values["hidden"] = parse_int_list("hidden", values["hidden"])
+    if "init" in values:
+        values["init"] = _parse_init(values["init"])
+    return values
+
+
+def _parse_init(text: str) -> dict[str, float]:
+    from paratrain.errors import ConfigError
+
+    out = {}
+    for item in filter(None, text.split(",")):
+        name, sep, value = item.partition("=")
+        try:
+            out[name.strip()] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep:
+            raise ConfigError(f"init={text!r}: {item!r} must look like NAME=NUMBER, e.g. b1=0.5")
+    return out
+
+
+def cmd_fit(args: argparse.Namespace) -> int:
+    from paratrain.config import FitConfig, load_yaml
+    from paratrain.train.fit import fit, resume
+
+    overrides = fit_overrides(args)
+    if args.resume:
+        if args.config:
+            from paratrain.errors import ConfigError
+
+            raise ConfigError("--resume continues a run with its stored config; do not give --config too")
+        _configure_logging(overrides.get("verbosity", 1))
+        result = resume(args.resume, overrides)
+    else:
+        config = FitConfig.from_dict(load_yaml(args.config)) if args.config else FitConfig()
+        config = config.updated(overrides)
+        _configure_logging(config.output.verbosity)
+        result = fit(config)
+    if result.summary:  # under torchrun only rank 0 has one
+        _print_summary(result.summary)
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from paratrain.data.tables import read_table
+    from paratrain.predict import TrainedModel
+    from paratrain.train.checkpoint import save_text_atomic
+
+    trained = TrainedModel.load(args.run)
+    frame = read_table(args.data)
+    predictions = trained.predict(frame)
+    out = pd.DataFrame({args.column: predictions})
+    save_text_atomic(out.to_csv(index=False), args.out)
+    print(f"wrote {len(out)} predictions to {args.out}", file=sys.stderr)
+    return 0
+
+
+def cmd_strategies(args: argparse.Namespace) -> int:
+    from paratrain.strategies import known_strategies, strategy_class
+
+    for name in known_strategies():
+        print(f"{name:10s} {strategy_class(name).description}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from paratrain.demo import run_demo
+
+    _configure_logging(1)
+    run_demo(args.out, rows=args.rows, workers=args.workers, epochs=args.epochs)
+    return 0
+
+
+def _print_summary(summary: dict[str, Any]) -> None:
+    print(json.dumps(summary, indent=2))
+
+
+def _configure_logging(verbosity: int) -> None:
+    level = {0: logging.WARNING, 1: logging.INFO}.get(verbosity, logging.DEBUG)
+    logging.basicConfig(format="paratrain: %(message)s", level=logging.WARNING, stream=sys.stderr)
+    logging.getLogger("paratrain").setLevel(level)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="paratrain",
+        description="Train MLPs and formula models on your data, on one process or data-parallel across many.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    fit = commands.add_parser(
+        "fit", help="train a model and write a run directory",
+        description="Train on a CSV, Parquet or NPZ table. Writes a run directory with the model, the last "
+        "checkpoint, metrics.jsonl, the resolved config.yaml and summary.json.",
+        epilog="example: paratrain fit --data data.csv --target y --model mlp --hidden 256,256 "
+        "--strategy ddp --workers 2 --epochs 20",
+    )
+    _fit_arguments(fit)
+    fit.set_defaults(handler=cmd_fit)
+
+    predict = commands.add_parser("predict", help="predict with a trained run",
+                                  description="Apply a trained run's model (and its encoding) to a new table.")
+    predict.add_argument("--run", required=True, metavar="DIR", help="run directory written by `paratrain fit`")
+    predict.add_argument("--data", required=True, metavar="FILE", help="table with the same feature columns")
+    predict.add_argument("--out", required=True, metavar="CSV", help="where to write the predictions")
+    predict.add_argument("--column", default="prediction", help="name of the output column (prediction)")
+    predict.set_defaults(handler=cmd_predict)
+
+    strategies = commands.add_parser("strategies", help="list the parallel strategies")
+    strategies.set_defaults(handler=cmd_strategies)
+
+    demo = commands.add_parser("demo", help="train on built-in synthetic data (Friedman #1), single and ddp",
+                               description="Generate Friedman #1 data and train on it with `single` and `ddp`.")
+    demo.add_argument("--out", default="runs/demo", help="folder for the data and the runs (runs/demo)")
+    demo.add_argument("--rows", type=int, default=20000, help="rows of synthetic data (20000)")
+    demo.add_argument("--workers", type=int, default=2, help="workers for the ddp run (2)")
+    demo.add_argument("--epochs", type=int, default=5, help="epochs per run (5)")
+    demo.set_defaults(handler=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    handler: Callable[[argparse.Namespace], int] = args.handler
+    try:
+        return handler(args)
+    except ParatrainError as exc:
+        print(f"paratrain: error: {exc}", file=sys.stderr)
+        details = getattr(exc, "details", "")
+        if details and getattr(args, "verbosity", None) == 2:
+            print(details, file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        hint = " (continue with --resume RUN_DIR)" if args.command == "fit" else ""
+        print(f"paratrain: interrupted{hint}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,319 @@
+"""Typed configuration shared by the CLI, YAML files and the Python API.
+
+A run is described by one :class:`FitConfig` made of five sections. Every
+field is validated when the dataclass is built, so a bad value fails before
+any file is read or any process is started. Errors name the field, the rule
+and the value.
+
+YAML files may use the sections (``model: {hidden: [64, 64]}``) or flat keys
+(``hidden: [64, 64]``): every field name is unique across sections, so a flat
+key finds its section.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from paratrain.errors import ConfigError
+
+_PRECISIONS = ("fp32", "bf16", "fp16")
+_OPTIMIZERS = ("adam", "adamw", "sgd")
+_SCHEDULES = ("none", "cosine", "step", "onecycle")
+_ACTIVATIONS = ("relu", "gelu", "tanh", "silu", "sigmoid", "leaky_relu")
+_NORMS = ("none", "batch", "layer")
+_TASKS = ("auto", "regression", "classification")
+_MODELS = ("mlp", "formula")
+_DEVICES = ("auto", "cpu", "cuda")
+
+
+def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{name}={value!r} is not one of: {', '.join(choices)}")
+
+
+def _check_positive(name: str, value: Any, *, allow_zero: bool = False) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{name}={value!r} must be a number")
+    if value < 0 or (value == 0 and not allow_zero):
+        rule = ">= 0" if allow_zero else "> 0"
+        raise ConfigError(f"{name}={value!r} must be {rule}")
+
+
+def _check_int(name: str, value: Any, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{name}={value!r} must be an integer")
+    if value < minimum:
+        raise ConfigError(f"{name}={value!r} must be >= {minimum}")
+
+
+@dataclass
+class DataConfig:
+    """Where the data comes from and how it is encoded."""
+
+    path: str | None = None
+    """Training table: .csv, .parquet or .npz."""
+    target: str | None = None
+    """Name of the target column."""
+    task: str = "auto"
+    """'regression', 'classification', or 'auto' (a text target means classification)."""
+    drop: tuple[str, ...] = ()
+    """Columns to ignore, such as IDs."""
+    impute: str | None = None
+    """Fill missing values with the training 'mean' or 'median'; None refuses missing values."""
+    max_categories: int = 20
+    """A text column with more distinct values than this is refused rather than one-hot encoded."""
+    unseen_category: str = "error"
+    """At predict time, a category not seen in training is an 'error' or an all-'zeros' code."""
+    val_fraction: float = 0.2
+    """Fraction of rows held out for validation."""
+    shuffle: bool = True
+    """Shuffle training rows each epoch (turn off only for exact-equivalence checks)."""
+
+    def __post_init__(self) -> None:
+        self.drop = tuple(self.drop or ())
+        _check_choice("task", self.task, _TASKS)
+        if self.impute is not None:
+            _check_choice("impute", self.impute, ("mean", "median"))
+        _check_choice("unseen_category", self.unseen_category, ("error", "zeros"))
+        _check_int("max_categories", self.max_categories, 1)
+        if not isinstance(self.val_fraction, (int, float)) or not 0 <= self.val_fraction < 1:
+            raise ConfigError(f"val_fraction={self.val_fraction!r} must be in [0, 1)")
+
+
+@dataclass
+class ModelConfig:
+    """Which model to train."""
+
+    model: str = "mlp"
+    """'mlp' or 'formula'."""
+    hidden: tuple[int, ...] = (64, 64)
+    """MLP hidden layer sizes."""
+    activation: str = "relu"
+    """MLP activation function."""
+    dropout: float = 0.0
+    """MLP dropout probability after each hidden layer."""
+    norm: str = "none"
+    """MLP normalization after each hidden linear layer: 'none', 'batch' or 'layer'."""
+    formula: str | None = None
+    """Formula model, e.g. 'b1*(1-exp(-b2*x))'; names that are data columns are variables."""
+    family: str | None = None
+    """Built-in formula family instead of a formula: polynomial, exponential, logarithmic, power, logistic."""
+    degree: int = 2
+    """Degree of the 'polynomial' family."""
+    init: dict[str, float] = field(default_factory=dict)
+    """Initial values of formula parameters (default 1.0)."""
+
+    def __post_init__(self) -> None:
+        _check_choice("model", self.model, _MODELS)
+        if isinstance(self.hidden, str):
+            self.hidden = parse_int_list("hidden", self.hidden)
+        self.hidden = tuple(self.hidden)
+        for size in self.hidden:
+            _check_int("hidden", size, 1)
+        _check_choice("activation", self.activation, _ACTIVATIONS)
+        if not isinstance(self.dropout, (int, float)) or not 0 <= self.dropout < 1:
+            raise ConfigError(f"dropout={self.dropout!r} must be in [0, 1)")
+        _check_choice("norm", self.norm, _NORMS)
+        _check_int("degree", self.degree, 1)
+        if self.model == "formula" and not (self.formula or self.family):
+            raise ConfigError("model='formula' needs a formula (--formula 'b1*exp(b2*x)') or a family (--family exponential)")
+        if self.formula and self.family:
+            raise ConfigError(f"give formula={self.formula!r} or family={self.family!r}, not both")
+
+
+@dataclass
+class OptimConfig:
+    """Optimizer and learning-rate schedule."""
+
+    optimizer: str = "adam"
+    """'adam', 'adamw' or 'sgd' (with momentum)."""
+    lr: float = 1e-3
+    """Learning rate (the peak rate for 'onecycle')."""
+    momentum: float = 0.9
+    """SGD momentum."""
+    weight_decay: float = 0.0
+    """L2 penalty (decoupled for AdamW)."""
+    schedule: str = "none"
+    """'none', 'cosine' (to zero over the run), 'step' or 'onecycle'."""
+    step_size: int = 10
+    """Epochs between decays for the 'step' schedule."""
+    gamma: float = 0.1
+    """Decay factor for the 'step' schedule."""
+
+    def __post_init__(self) -> None:
+        _check_choice("optimizer", self.optimizer, _OPTIMIZERS)
+        _check_positive("lr", self.lr)
+        _check_positive("momentum", self.momentum, allow_zero=True)
+        _check_positive("weight_decay", self.weight_decay, allow_zero=True)
+        _check_choice("schedule", self.schedule, _SCHEDULES)
+        _check_int("step_size", self.step_size, 1)
+        _check_positive("gamma", self.gamma)
+
+
+@dataclass
+class TrainConfig:
+    """The training loop."""
+
+    epochs: int = 20
+    """Number of passes over the training data."""
+    batch_size: int = 256
+    """Rows per micro-batch on each worker (the global batch is batch_size * accumulate * workers)."""
+    accumulate: int = 1
+    """Micro-batches per optimizer step (gradient accumulation)."""
+    patience: int | None = None
+    """Stop early after this many epochs without a better validation loss; None trains all epochs."""
+    min_delta: float = 0.0
+    """Smallest improvement of the validation loss that counts for early stopping."""
+    seed: int = 0
+    """Seed for initialization, splitting and shuffling."""
+    precision: str = "fp32"
+    """'fp32', 'bf16' (autocast on CPU or CUDA) or 'fp16' (CUDA only, with a gradient scaler)."""
+    device: str = "auto"
+    """'cpu', 'cuda' or 'auto' (CUDA when available)."""
+    stop_after: int | None = None
+    """End this session after this many epochs (checkpointed); continue later with --resume."""
+
+    def __post_init__(self) -> None:
+        _check_int("epochs", self.epochs, 1)
+        _check_int("batch_size", self.batch_size, 1)
+        _check_int("accumulate", self.accumulate, 1)
+        if self.patience is not None:
+            _check_int("patience", self.patience, 1)
+        _check_positive("min_delta", self.min_delta, allow_zero=True)
+        _check_int("seed", self.seed, 0)
+        _check_choice("precision", self.precision, _PRECISIONS)
+        _check_choice("device", self.device, _DEVICES)
+        if self.stop_after is not None:
+            _check_int("stop_after", self.stop_after, 1)
+
+
+@dataclass
+class ParallelConfig:
+    """How the work is spread over processes."""
+
+    strategy: str = "single"
+    """Parallel strategy by name; see `paratrain strategies`."""
+    workers: int = 1
+    """Number of worker processes on this machine (under torchrun: taken from torchrun)."""
+    threads: int | None = None
+    """Intra-op threads per worker; default: the cores divided among the workers."""
+    timeout_s: float = 300.0
+    """Seconds a collective or the rendezvous may wait before the run fails instead of hanging."""
+
+    def __post_init__(self) -> None:
+        _check_int("workers", self.workers, 1)
+        if self.threads is not None:
+            _check_int("threads", self.threads, 1)
+        _check_positive("timeout_s", self.timeout_s)
+        # Imported here: the registry imports torch, which config users may not need yet.
+        from paratrain.strategies import strategy_class
+
+        cls = strategy_class(self.strategy)  # ConfigError listing the known names
+        cls(_strategy_argument(self.strategy))  # validates an argument such as 'localsgd:8'
+        if not cls.needs_process_group and self.workers != 1:
+            raise ConfigError(
+                f"strategy={self.strategy!r} runs one process, but workers={self.workers}; "
+                "use --strategy ddp for several workers"
+            )
+
+
+def _strategy_argument(spec: str) -> str | None:
+    _, sep, argument = spec.partition(":")
+    return argument if sep else None
+
+
+@dataclass
+class OutputConfig:
+    """Where results go and how much is printed."""
+
+    out: str | None = None
+    """Run directory; default: a new folder under runs/."""
+    verbosity: int = 1
+    """0 quiet, 1 normal (progress and summary), 2 verbose (debug logging)."""
+
+    def __post_init__(self) -> None:
+        _check_int("verbosity", self.verbosity, 0)
+
+
+_SECTIONS = {
+    "data": DataConfig,
+    "model": ModelConfig,
+    "optim": OptimConfig,
+    "train": TrainConfig,
+    "parallel": ParallelConfig,
+    "output": OutputConfig,
+}
+
+
+@dataclass
+class FitConfig:
+    """Everything that describes one training run."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        """Plain nested dict (YAML/JSON friendly), the resolved config of a run."""
+        out = {}
+        for name in _SECTIONS:
+            section = dataclasses.asdict(getattr(self, name))
+            out[name] = {k: (list(v) if isinstance(v, tuple) else v) for k, v in section.items()}
+        return out
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> "FitConfig":
+        """Build from nested sections, flat keys, or a mix; unknown keys are an error."""
+        return cls().updated(values)
+
+    def updated(self, values: Mapping[str, Any]) -> "FitConfig":
+        """A copy with some fields replaced (nested or flat keys), validated again."""
+        sections = {name: dataclasses.asdict(getattr(self, name)) for name in _SECTIONS}
+        for key, value in values.items():
+            if key in _SECTIONS and isinstance(value, Mapping):
+                for sub_key, sub_value in value.items():
+                    if sub_key not in sections[key]:
+                        raise ConfigError(f"unknown field {key}.{sub_key}; known: {', '.join(sections[key])}")
+                    sections[key][sub_key] = sub_value
+            else:
+                sections[_section_of(key)][key] = value
+        return FitConfig(**{name: _SECTIONS[name](**fields) for name, fields in sections.items()})
+
+
+def _section_of(key: str) -> str:
+    for name, section in _SECTIONS.items():
+        if key in {f.name for f in dataclasses.fields(section)}:
+            return name
+    raise ConfigError(f"unknown config field {key!r}; see `paratrain fit --help` for the fields")
+
+
+def parse_int_list(name: str, text: str) -> tuple[int, ...]:
+    """Parse '256,256' into (256, 256), naming the field on error."""
+    try:
+        return tuple(int(part) for part in text.replace(" ", "").split(",") if part)
+    except ValueError:
+        raise ConfigError(f"{name}={text!r} must be comma-separated integers, e.g. 256,256") from None
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML config file into a dict, with clear errors."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file '{path}' does not exist")
+    try:
+        loaded = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file '{path}' is not valid YAML: {' '.join(str(exc).split())}") from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"config file '{path}' must hold a mapping of fields, got {type(loaded).__name__}")
+    return loaded

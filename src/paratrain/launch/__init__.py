@@ -1,0 +1,1 @@
+"""Starting workers: in this process, as local processes, or under torchrun."""

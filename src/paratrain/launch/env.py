@@ -1,0 +1,55 @@
+"""Process-group set-up and device/thread choice for one worker."""
+
+from __future__ import annotations
+
+import datetime
+import os
+
+import torch
+import torch.distributed as dist
+
+from paratrain.strategies import WorkerContext
+
+TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+
+
+def under_torchrun() -> bool:
+    """True when torchrun (or another env:// launcher) started this process."""
+    return all(name in os.environ for name in TORCHRUN_VARIABLES)
+
+
+def pick_device(requested: str, local_rank: int) -> torch.device:
+    """CUDA when asked for (or 'auto' and present), one GPU per local rank; else CPU."""
+    if requested == "cuda" or (requested == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            from paratrain.errors import ConfigError
+
+            raise ConfigError("device='cuda' but no CUDA device is available; use --device cpu")
+        device = torch.device("cuda", local_rank % torch.cuda.device_count())
+        torch.cuda.set_device(device)
+        return device
+    return torch.device("cpu")
+
+
+def default_threads(workers_on_this_machine: int) -> int:
+    """Split the cores between the workers: more threads than cores thrash (seen: 7x slower)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // max(1, workers_on_this_machine))
+
+
+def init_process_group(
+    ctx: WorkerContext, timeout_s: float, store: "dist.Store | None" = None
+) -> None:
+    """Join the job's process group: gloo on CPU, NCCL on CUDA; every wait bounded by timeout_s."""
+    backend = "nccl" if ctx.device.type == "cuda" else "gloo"
+    timeout = datetime.timedelta(seconds=timeout_s)
+    if store is None:
+        dist.init_process_group(backend, rank=ctx.rank, world_size=ctx.world_size, timeout=timeout)
+    else:
+        dist.init_process_group(backend, store=store, rank=ctx.rank, world_size=ctx.world_size, timeout=timeout)
+
+
+def destroy_process_group() -> None:
+    """Leave the group cleanly (an abrupt exit can abort the other ranks)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()

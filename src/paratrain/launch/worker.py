@@ -1,0 +1,44 @@
+"""The body of one worker process, whoever started it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from paratrain.config import FitConfig
+from paratrain.launch.env import destroy_process_group, init_process_group, pick_device
+from paratrain.strategies import WorkerContext, strategy_class
+from paratrain.train.loop import run_training
+
+
+@dataclass(frozen=True)
+class WorkerJob:
+    """What every worker is given: picklable, so that spawn can send it."""
+
+    config: FitConfig
+    source: Any
+    run_dir: Path
+    resume: bool
+    threads: int
+
+
+def run_worker(job: WorkerJob, rank: int, world_size: int, local_rank: int, store: "dist.Store | None" = None) -> dict | None:
+    """Set up threads, device and process group; train; always leave the group."""
+    threads_before = torch.get_num_threads()
+    torch.set_num_threads(job.threads)
+    device = pick_device(job.config.train.device, local_rank)
+    ctx = WorkerContext(rank=rank, world_size=world_size, local_rank=local_rank, device=device)
+    uses_group = strategy_class(job.config.parallel.strategy).needs_process_group
+    if uses_group:
+        init_process_group(ctx, job.config.parallel.timeout_s, store)
+    try:
+        return run_training(job.config, ctx, job.source, job.run_dir, job.resume)
+    finally:
+        if uses_group:
+            destroy_process_group()
+        # In-process runs (the estimators) must not leave the caller's thread count changed.
+        torch.set_num_threads(threads_before)

@@ -1,0 +1,71 @@
+"""Load a trained model from a run directory and predict on new data."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from paratrain.data.encoding import TableEncoder
+from paratrain.errors import ConfigError
+from paratrain.models import ModelSpec, build_model
+from paratrain.train import rundir
+from paratrain.train.checkpoint import load_torch
+
+
+@dataclass
+class TrainedModel:
+    """A model with the encoding it was trained with."""
+
+    model: torch.nn.Module
+    encoder: TableEncoder
+    spec: ModelSpec
+
+    @classmethod
+    def load(cls, run_dir: str | os.PathLike) -> "TrainedModel":
+        """Read ``model.pt`` from a finished run directory.
+
+        Example:
+            >>> trained = TrainedModel.load("runs/my-run")  # doctest: +SKIP
+            >>> trained.predict(pd.read_csv("new.csv"))  # doctest: +SKIP
+        """
+        path = Path(run_dir) / rundir.MODEL_FILE
+        if not path.is_file():
+            raise ConfigError(f"'{run_dir}' holds no trained model ({rundir.MODEL_FILE}); has its run finished?")
+        saved: dict[str, Any] = load_torch(path)
+        spec = ModelSpec.from_dict(saved["spec"])
+        model = build_model(spec)
+        model.load_state_dict(saved["state_dict"])
+        model.eval()
+        return cls(model, TableEncoder.from_dict(saved["encoder"]), spec)
+
+    @property
+    def task(self) -> str:
+        return self.encoder.task
+
+    def raw_outputs(self, frame: pd.DataFrame) -> np.ndarray:
+        """Model outputs in encoded units: standardized targets or class logits."""
+        x = torch.from_numpy(np.ascontiguousarray(self.encoder.transform_features(frame), dtype=np.float32))
+        outputs = []
+        with torch.no_grad():
+            for start in range(0, len(x), 65536):
+                outputs.append(self.model(x[start : start + 65536]).float())
+        return torch.cat(outputs).numpy() if outputs else np.zeros((0, self.spec.n_outputs), dtype=np.float32)
+
+    def predict(self, frame: pd.DataFrame) -> np.ndarray:
+        """Predictions in the target's own units, or class labels."""
+        out = self.raw_outputs(frame)
+        if self.task == "classification":
+            return self.encoder.inverse_target(out.argmax(axis=1))
+        return self.encoder.inverse_target(out[:, 0])
+
+    def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
+        """Class probabilities, columns in the order of ``encoder.classes``."""
+        if self.task != "classification":
+            raise ConfigError("predict_proba needs a classification model")
+        return torch.softmax(torch.from_numpy(self.raw_outputs(frame)), dim=1).numpy()

@@ -1,0 +1,264 @@
+"""The training loop run by every worker: one flat step, one epoch, the run.
+
+Data flows config -> data -> model -> strategy -> loop -> run directory.
+The loop knows nothing about which strategy it runs: it calls the
+strategy's hooks. Rank 0 alone writes files and prints.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from paratrain.config import FitConfig
+from paratrain.data.prepare import PreparedData, prepare_data
+from paratrain.models import ModelSpec, build_model
+from paratrain.strategies import Strategy, WorkerContext, create_strategy
+from paratrain.train import rundir
+from paratrain.train.checkpoint import load_torch, save_json_atomic, save_torch_atomic
+from paratrain.train.metrics import MetricsLog, evaluation_sums, metrics_from_sums
+from paratrain.train.optim import build_optimizer, build_scheduler
+from paratrain.train.precision import Precision
+from paratrain.train.progress import EpochProgress
+
+log = logging.getLogger("paratrain")
+
+
+@dataclass
+class LoopState:
+    """What a checkpoint must carry, besides the model and optimizer, to resume exactly."""
+
+    epoch: int = 0
+    step: int = 0
+    best_val_loss: float = math.inf
+    bad_epochs: int = 0
+    train_seconds: float = 0.0
+    samples_seen: int = 0
+    history: list[float] = field(default_factory=list)
+
+
+@dataclass
+class StepContext:
+    """The objects one optimizer step needs."""
+
+    model: torch.nn.Module
+    strategy: Strategy
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    scaler: Any
+    precision: Precision
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def make_loss(task: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """Mean loss over a micro-batch: MSE for regression, cross-entropy for classification."""
+    if task == "classification":
+        return lambda out, y: torch.nn.functional.cross_entropy(out.float(), y)
+    return lambda out, y: torch.nn.functional.mse_loss(out.float().squeeze(-1), y)
+
+
+def train_step(ctx: StepContext, x: torch.Tensor, y: torch.Tensor, micro_batch: int, step: int) -> torch.Tensor:
+    """One optimizer step over rows x (split into micro-batches); returns the summed loss."""
+    ctx.optimizer.zero_grad(set_to_none=True)
+    rows = len(x)
+    starts = range(0, rows, micro_batch)
+    loss_sum = torch.zeros((), dtype=torch.float64)
+    for i, start in enumerate(starts):
+        xb, yb = x[start : start + micro_batch], y[start : start + micro_batch]
+        # Sync only on the last micro-step: earlier backwards accumulate locally.
+        with ctx.strategy.sync_context(ctx.model, sync=i == len(starts) - 1):
+            with ctx.precision.autocast():
+                loss = ctx.loss_fn(ctx.model(xb), yb)
+            # Weight by rows so that K micro-batches give the gradient of the mean
+            # over the whole step, even when the last micro-batch is short.
+            scaled = loss * (len(xb) / rows)
+            (ctx.scaler.scale(scaled) if ctx.scaler else scaled).backward()
+        loss_sum += loss.detach().double() * len(xb)
+    if ctx.scaler:
+        ctx.scaler.step(ctx.optimizer)
+        ctx.scaler.update()
+    else:
+        ctx.optimizer.step()
+    if ctx.scheduler is not None:
+        ctx.scheduler.step()
+    ctx.strategy.after_optimizer_step(ctx.model, step)
+    return loss_sum
+
+
+def train_epoch(
+    ctx: StepContext, data: PreparedData, config: FitConfig, state: LoopState, generator: torch.Generator | None
+) -> tuple[float, int]:
+    """One pass over this rank's shard; returns (summed loss, rows)."""
+    x, y = data.x_train, data.y_train
+    if generator is not None:
+        # One gather per epoch, then contiguous slices: cheaper than indexing each batch.
+        order = torch.randperm(len(x), generator=generator)
+        x, y = x[order], y[order]
+    rows_per_step = config.train.batch_size * config.train.accumulate
+    ctx.model.train()
+    total = torch.zeros((), dtype=torch.float64)
+    for start in range(0, len(x), rows_per_step):
+        total += train_step(ctx, x[start : start + rows_per_step], y[start : start + rows_per_step],
+                            config.train.batch_size, state.step)
+        state.step += 1
+    return float(total), len(x)
+
+
+def epoch_generator(config: FitConfig, epoch: int, rank: int) -> torch.Generator | None:
+    """Shuffling seeded by (seed, epoch, rank): resuming at any epoch reproduces the order."""
+    if not config.data.shuffle:
+        return None
+    return torch.Generator().manual_seed(config.train.seed * 1_000_003 + epoch * 7919 + rank)
+
+
+def run_training(config: FitConfig, worker: WorkerContext, source: Any, run_dir: Path, resume: bool) -> dict | None:
+    """Train on this worker; rank 0 writes the run directory and returns the summary."""
+    torch.manual_seed(config.train.seed)
+    data = prepare_data(config, source, worker.rank, worker.world_size, worker.device)
+    spec = ModelSpec(config.model, tuple(data.feature_names), data.n_outputs)
+    model = build_model(spec).to(worker.device)
+    strategy = create_strategy(config.parallel.strategy)
+    precision = Precision(config.train.precision, worker.device)
+    rows_per_step = config.train.batch_size * config.train.accumulate
+    steps_per_epoch = max(1, math.ceil(len(data.x_train) / rows_per_step))
+    optimizer = build_optimizer(model.parameters(), config.optim)
+    scheduler = build_scheduler(optimizer, config.optim, config.train.epochs, steps_per_epoch)
+    scaler = precision.make_scaler()
+    state = LoopState()
+    metrics = MetricsLog(run_dir / rundir.METRICS_FILE)
+    if resume:
+        state = _load_checkpoint(run_dir, model, optimizer, scheduler, scaler)
+        if worker.is_main:
+            metrics.truncate_after(state.epoch)
+    wrapped = strategy.wrap_model(model, worker)
+    ctx = StepContext(wrapped, strategy, optimizer, scheduler, scaler, precision, make_loss(data.task))
+    progress = EpochProgress(config.train.epochs, state.epoch, worker.is_main and config.output.verbosity > 0)
+    wall_start = time.perf_counter()
+    stopped_early = False
+    sessions_epochs = 0
+    try:
+        while state.epoch < config.train.epochs:
+            # Reseed per epoch and rank so dropout masks do not depend on where a run resumed.
+            torch.manual_seed(config.train.seed * 1_000_003 + state.epoch * 7919 + worker.rank + 1)
+            record = _run_epoch(ctx, data, config, state, worker, strategy)
+            state.epoch += 1
+            sessions_epochs += 1
+            stopped_early = _update_early_stopping(state, record, config)
+            if worker.is_main:
+                _save_checkpoint(run_dir, model, optimizer, scheduler, scaler, state)
+                metrics.append(record)
+                progress.update(record)
+            if stopped_early:
+                log.info("early stopping after epoch %d: no improvement for %d epochs", state.epoch, state.bad_epochs)
+                break
+            if config.train.stop_after is not None and sessions_epochs >= config.train.stop_after:
+                break
+    finally:
+        progress.close()
+    finished = stopped_early or state.epoch >= config.train.epochs
+    strategy.barrier()
+    if not worker.is_main:
+        return None
+    if not finished:
+        return {"status": "stopped", "epochs": state.epoch, "run_dir": str(run_dir)}
+    _save_model(run_dir, model, spec, data, config)
+    summary = _summary(config, worker, state, metrics.read(), time.perf_counter() - wall_start, stopped_early, data, run_dir)
+    save_json_atomic(summary, run_dir / rundir.SUMMARY_FILE)
+    return summary
+
+
+def _run_epoch(ctx: StepContext, data: PreparedData, config: FitConfig, state: LoopState,
+               worker: WorkerContext, strategy: Strategy) -> dict[str, Any]:
+    started = time.perf_counter()
+    loss_sum, rows = train_epoch(ctx, data, config, state, epoch_generator(config, state.epoch, worker.rank))
+    train_seconds = time.perf_counter() - started
+    totals = strategy.all_reduce_sum(torch.tensor([loss_sum, rows], dtype=torch.float64))
+    sums = evaluation_sums(strategy.unwrap_model(ctx.model), data.x_val, data.y_val, data.task,
+                           max(config.train.batch_size, 4096), ctx.precision.autocast)
+    sums = strategy.all_reduce_sum(sums)
+    seconds = time.perf_counter() - started
+    global_rows = int(totals[1])
+    state.train_seconds += train_seconds
+    state.samples_seen += global_rows
+    record = {"epoch": state.epoch + 1, "train_loss": float(totals[0]) / max(global_rows, 1)}
+    record.update(metrics_from_sums(sums, data.task, data.target_scale))
+    record["lr"] = ctx.optimizer.param_groups[0]["lr"]
+    record["samples_per_s"] = global_rows / train_seconds if train_seconds > 0 else float("nan")
+    record["seconds"] = seconds
+    return record
+
+
+def _update_early_stopping(state: LoopState, record: dict[str, Any], config: FitConfig) -> bool:
+    """Track the best validation loss (training loss without a validation set); True to stop."""
+    current = record.get("val_loss", record["train_loss"])
+    state.history.append(current)
+    if current < state.best_val_loss - config.train.min_delta:
+        state.best_val_loss = current
+        state.bad_epochs = 0
+    else:
+        state.bad_epochs += 1
+    return config.train.patience is not None and state.bad_epochs >= config.train.patience
+
+
+def _save_checkpoint(run_dir: Path, model, optimizer, scheduler, scaler, state: LoopState) -> None:
+    save_torch_atomic(
+        {
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict() if scheduler is not None else None,
+            "scaler": scaler.state_dict() if scaler is not None else None,
+            "state": dict(state.__dict__),
+        },
+        run_dir / rundir.CHECKPOINT_FILE,
+    )
+
+
+def _load_checkpoint(run_dir: Path, model, optimizer, scheduler, scaler) -> LoopState:
+    path = run_dir / rundir.CHECKPOINT_FILE
+    checkpoint = load_torch(path)
+    model.load_state_dict(checkpoint["model"])
+    optimizer.load_state_dict(checkpoint["optimizer"])
+    if scheduler is not None and checkpoint["scheduler"] is not None:
+        scheduler.load_state_dict(checkpoint["scheduler"])
+    if scaler is not None and checkpoint["scaler"] is not None:
+        scaler.load_state_dict(checkpoint["scaler"])
+    return LoopState(**checkpoint["state"])
+
+
+def _save_model(run_dir: Path, model: torch.nn.Module, spec: ModelSpec, data: PreparedData, config: FitConfig) -> None:
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    save_torch_atomic(
+        {"format": 1, "state_dict": state, "spec": spec.to_dict(), "encoder": data.encoder.to_dict(), "task": data.task},
+        run_dir / rundir.MODEL_FILE,
+    )
+
+
+def _summary(config: FitConfig, worker: WorkerContext, state: LoopState, records: list[dict], wall: float,
+             stopped_early: bool, data: PreparedData, run_dir: Path) -> dict[str, Any]:
+    last = records[-1] if records else {}
+    summary: dict[str, Any] = {
+        "status": "finished",
+        "strategy": config.parallel.strategy,
+        "workers": worker.world_size,
+        "task": data.task,
+        "epochs": state.epoch,
+        "stopped_early": stopped_early,
+    }
+    for key in ("train_loss", "val_loss", "val_r2", "val_rmse", "val_accuracy"):
+        if key in last:
+            summary[key] = last[key]
+    summary["best_val_loss"] = state.best_val_loss
+    summary["wall_seconds"] = wall
+    summary["train_seconds"] = state.train_seconds
+    summary["samples_per_s"] = state.samples_seen / state.train_seconds if state.train_seconds > 0 else float("nan")
+    summary["n_train"] = data.n_train_total
+    summary["n_val"] = data.n_val_total
+    summary["threads_per_worker"] = torch.get_num_threads()
+    summary["run_dir"] = str(run_dir)
+    return summary

@@ -1,0 +1,82 @@
+"""Per-epoch metrics: computing them from reduced sums, and the metrics.jsonl log."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from paratrain.train.checkpoint import save_text_atomic
+
+# Index of each sum in the vector that evaluation all-reduces in one call.
+LOSS_SUM, COUNT, SSE, SUM_Y, SUM_Y2, CORRECT = range(6)
+
+
+def evaluation_sums(
+    model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, task: str, batch_size: int, autocast
+) -> torch.Tensor:
+    """Sums over this rank's rows that add up across ranks into exact global metrics."""
+    sums = torch.zeros(6, dtype=torch.float64)
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        for start in range(0, len(x), batch_size):
+            xb, yb = x[start : start + batch_size], y[start : start + batch_size]
+            with autocast():
+                out = model(xb)
+            out = out.float()
+            if task == "classification":
+                sums[LOSS_SUM] += torch.nn.functional.cross_entropy(out, yb, reduction="sum").double()
+                sums[CORRECT] += (out.argmax(dim=1) == yb).sum()
+            else:
+                err = (out.squeeze(-1) - yb).double()
+                sums[SSE] += (err * err).sum()
+                sums[LOSS_SUM] += (err * err).sum()
+                sums[SUM_Y] += yb.double().sum()
+                sums[SUM_Y2] += (yb.double() ** 2).sum()
+            sums[COUNT] += len(xb)
+    model.train(was_training)
+    return sums
+
+
+def metrics_from_sums(sums: torch.Tensor, task: str, target_scale: float) -> dict[str, float]:
+    """val_loss and val_r2 (regression, plus val_rmse in target units) or val_accuracy."""
+    count = float(sums[COUNT])
+    if count == 0:
+        return {}
+    out = {"val_loss": float(sums[LOSS_SUM]) / count}
+    if task == "classification":
+        out["val_accuracy"] = float(sums[CORRECT]) / count
+    else:
+        total = float(sums[SUM_Y2]) - float(sums[SUM_Y]) ** 2 / count
+        # R^2 is unchanged by the affine target standardization, so the
+        # standardized sums give the R^2 of the original target.
+        out["val_r2"] = 1.0 - float(sums[SSE]) / total if total > 0 else float("nan")
+        out["val_rmse"] = math.sqrt(float(sums[SSE]) / count) * target_scale
+    return out
+
+
+class MetricsLog:
+    """metrics.jsonl: one JSON object per epoch, appended as training goes."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+
+    def truncate_after(self, epoch: int) -> None:
+        """On resume, drop lines for epochs the checkpoint does not cover."""
+        if not self.path.exists():
+            return
+        kept = [line for line in self.path.read_text().splitlines() if line.strip() and json.loads(line)["epoch"] <= epoch]
+        save_text_atomic("".join(line + "\n" for line in kept), self.path)
+
+    def append(self, record: dict[str, Any]) -> None:
+        with self.path.open("a") as handle:
+            handle.write(json.dumps(record) + "\n")
+
+    def read(self) -> list[dict[str, Any]]:
+        if not self.path.exists():
+            return []
+        return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
