@@ -24,8 +24,8 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import pandas as pd
 
-from paratrain.data.tables import (bool_values, column_kind, missing_mask, numeric_values,
-                                   preview_names, text_values)
+from paratrain.data.tables import (bool_values, class_labels, column_kind, missing_mask,
+                                   numeric_values, preview_names, text_values)
 from paratrain.errors import ConfigError, DataError
 
 _FORMAT = "paratrain.TableEncoder"
@@ -218,7 +218,7 @@ class TableEncoder:
         if target.task == "regression":
             values = numeric_values(series, f"target column '{target.name}'")
             return ((values - target.mean) / target.std).astype(np.float32)
-        labels = _labels(series, target.label_type)
+        labels = class_labels(series, target.label_type)
         indices = pd.Index(target.classes).get_indexer(labels)
         unseen = np.flatnonzero(indices < 0)
         if unseen.size:
@@ -328,7 +328,7 @@ def _fit_target(series: pd.Series, options: EncodingOptions) -> _TargetSpec:
             spec.mean, spec.std = _mean_std(values)
         return spec
     label_type = {"bool": "bool", "numeric": "int", "category": "str"}[kind]
-    classes = sorted(set(_labels(series, label_type)))
+    classes = sorted(set(class_labels(series, label_type)))
     if len(classes) < 2:
         raise DataError(
             f"target column '{name}' has only {len(classes)} class ({preview_names(classes)}): "
@@ -390,24 +390,6 @@ def _encode_column(series: pd.Series, spec: _ColumnSpec, options: EncodingOption
 def _values(series: pd.Series, kind: str, label: str) -> np.ndarray:
     """Float64 values of a boolean (0/1) or numeric column, NaN where missing."""
     return bool_values(series, label) if kind == "bool" else numeric_values(series, label)
-
-
-def _labels(series: pd.Series, label_type: str) -> list:
-    """Class labels as plain Python values (bool, int or str) so they serialise to JSON."""
-    name = f"target column '{series.name}'"
-    if label_type == "str":
-        return [str(value) for value in series.astype(object)]
-    if label_type == "bool":
-        return [bool(value) for value in bool_values(series, name)]
-    values = numeric_values(series, name)
-    fractional = np.flatnonzero(values != np.round(values))
-    if fractional.size:
-        row = int(fractional[0])
-        raise DataError(
-            f"{name} has non-integer value {values[row]} at row {row + 1}, so it cannot be "
-            "a class label; use --task regression or make the labels whole numbers"
-        )
-    return [int(value) for value in values]
 
 
 def _refuse_missing_target(series: pd.Series) -> None:

@@ -80,15 +80,19 @@ def load_frame(source: Any) -> pd.DataFrame:
 
 
 def fit_encoder(config: FitConfig, frame: pd.DataFrame) -> tuple[TableEncoder, np.ndarray, np.ndarray]:
-    """Split rows and fit the encoder on the training rows; returns (encoder, train_idx, val_idx)."""
+    """Split rows and fit the encoder; returns (encoder, train_idx, val_idx)."""
     if not config.data.target:
         raise DataError("no target column given: pass --target COLUMN")
     train_idx, val_idx = train_val_split(len(frame), config.data.val_fraction, config.train.seed)
-    encoder = TableEncoder(encoding_options(config)).fit(frame.iloc[train_idx])
+    # The encoder learns from every row of the file, validation rows included:
+    # a category that happens to fall only in validation rows must still get a
+    # code, and errors (a missing value, say) then name the row of the file.
+    # Means and scales thus include validation rows: a shift and scale, not labels to learn from.
+    encoder = TableEncoder(encoding_options(config)).fit(frame)
     if config.model.model == "formula":
         _check_formula_uses_columns(config, encoder)
-    # Encode every row once so that bad values anywhere (a NaN in a validation
-    # row, say) fail here, naming the row, rather than later on some rank.
+    # Encode every row once so that bad values anywhere (an infinite value, say)
+    # fail here, naming the row, rather than later on some rank.
     encoder.transform_features(frame)
     encoder.transform_target(frame)
     return encoder, train_idx, val_idx
@@ -100,6 +104,11 @@ def _check_formula_uses_columns(config: FitConfig, encoder: TableEncoder) -> Non
 
     text = config.model.formula or family_formula(config.model.family, config.model.degree)[0]
     variables, _ = parse_formula(text).split_names(encoder.feature_names_out)
+    if not variables and config.model.family:
+        raise DataError(
+            f"the {config.model.family} family is a function of a column named 'x', and the data has none "
+            f"(columns: {', '.join(encoder.feature_names_out)}); rename your input column to x or give --formula"
+        )
     if not variables:
         raise DataError(
             f"formula {text!r} uses none of the data columns ({', '.join(encoder.feature_names_out)}); "

@@ -1,8 +1,10 @@
-"""Read a data file (CSV, TSV, Parquet, NPZ) into a pandas DataFrame.
+"""Read a data file (CSV, TSV, Parquet, NPZ) into a pandas DataFrame, and read
+typed values (numbers, booleans, text, class labels, gaps) out of its columns.
 
 Every problem the user can cause (a missing file, an unknown extension, a corrupt
-file, an empty table) becomes a one-line :class:`~paratrain.errors.DataError` that
-names the file, so the CLI can print it without a traceback.
+file, an empty table, a value that is not a number) becomes a one-line
+:class:`~paratrain.errors.DataError` naming the file, or the column and row, so the
+CLI can print it without a traceback.
 """
 
 from __future__ import annotations
@@ -277,6 +279,28 @@ def text_values(series: pd.Series) -> np.ndarray:
         [None if gone else str(value) for value, gone in zip(series.astype(object), missing)],
         dtype=object,
     )
+
+
+def class_labels(series: pd.Series, label_type: str) -> list:
+    """Class labels as plain Python values, so they serialise to JSON.
+
+    ``label_type`` is ``"bool"``, ``"int"`` (whole numbers; a fraction is refused)
+    or ``"str"``. Missing values must have been refused before.
+    """
+    name = f"target column '{series.name}'"
+    if label_type == "str":
+        return [str(value) for value in series.astype(object)]
+    if label_type == "bool":
+        return [bool(value) for value in bool_values(series, name)]
+    values = numeric_values(series, name)
+    fractional = np.flatnonzero(values != np.round(values))
+    if fractional.size:
+        row = int(fractional[0])
+        raise DataError(
+            f"{name} has non-integer value {values[row]} at row {row + 1}, so it cannot be "
+            "a class label; use --task regression or make the labels whole numbers"
+        )
+    return [int(value) for value in values]
 
 
 def preview_names(items, limit: int = 10) -> str:

@@ -391,8 +391,8 @@ _BINARY: dict[str, Callable] = {"+": operator.add, "-": operator.sub, "*": opera
 
 def _evaluate(node: Node, values: Mapping[str, torch.Tensor],
               as_tensor: Callable[[torch.Tensor | float], torch.Tensor]) -> torch.Tensor | float:
-    # Literals stay Python floats so that x^2 calls torch.pow(x, 2.0): autograd
-    # then needs no log(x) for a constant exponent, which is NaN for x <= 0.
+    # Literals stay Python floats: torch ops take scalars directly (x^2 becomes
+    # torch.pow(x, 2.0)), so no 0-dim tensor is built per literal per call.
     if isinstance(node, Number):
         return node.value
     if isinstance(node, Name):

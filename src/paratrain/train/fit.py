@@ -52,8 +52,8 @@ def resume(run_dir: str | os.PathLike, overrides: dict[str, Any] | None = None) 
     if not (run_dir / rundir.CHECKPOINT_FILE).is_file():
         raise ConfigError(f"cannot resume '{run_dir}': it has no {rundir.CHECKPOINT_FILE} (did its first epoch finish?)")
     config = rundir.read_config(run_dir)
-    if overrides:
-        config = config.updated(overrides)
+    # stop_after limits one session; a resumed session trains on unless asked again.
+    config = config.updated({"stop_after": None, **(overrides or {})})
     summary_path = run_dir / rundir.SUMMARY_FILE
     if summary_path.is_file() and json.loads(summary_path.read_text()).get("epochs", 0) >= config.train.epochs:
         raise ConfigError(f"run '{run_dir}' already finished its {config.train.epochs} epochs; raise --epochs to train on")
