@@ -66,7 +66,8 @@ def _dispatch(config: FitConfig, source: Any, run_dir: Path, resume: bool) -> Fi
     from paratrain.launch.worker import WorkerJob, run_worker
 
     workers = _world_size(config)
-    threads = config.parallel.threads or default_threads(1 if under_torchrun() else workers)
+    local_workers = int(os.environ.get("LOCAL_WORLD_SIZE", "1")) if under_torchrun() else workers
+    threads = config.parallel.threads or default_threads(local_workers)
     job = WorkerJob(config, source, run_dir, resume, threads)
     needs_group = strategy_class(config.parallel.strategy).needs_process_group
     if under_torchrun():
