@@ -268,7 +268,8 @@ class MLPRegressor(RegressorMixin, _MLPEstimator):
 
     def predict(self, X) -> np.ndarray:
         """Predicted targets, shape (n_samples,), in the target's own units."""
-        return self.model_.predict(self._predict_table(X))
+        table = self._predict_table(X)  # checks fitted before model_ is touched
+        return self.model_.predict(table)
 
 
 class MLPClassifier(ClassifierMixin, _MLPEstimator):
@@ -317,7 +318,7 @@ class MLPClassifier(ClassifierMixin, _MLPEstimator):
         self.classes_, indices = np.unique(y, return_inverse=True)
         if len(self.classes_) < 2:
             raise ValueError(
-                f"y has a single class ({self.classes_[0]!r}); a classifier needs at least 2 classes"
+                f"y has only one class ({_plain(self.classes_[0])!r}); a classifier needs at least 2 classes"
             )
         config = self._config(len(X), "classification", "y")
         order = _stratified_order(indices, config.data.val_fraction, config.train.seed)
@@ -330,17 +331,20 @@ class MLPClassifier(ClassifierMixin, _MLPEstimator):
 
     def predict(self, X) -> np.ndarray:
         """Predicted class labels, shape (n_samples,)."""
-        outputs = self.model_.raw_outputs(self._predict_table(X))
+        table = self._predict_table(X)  # checks fitted before model_ is touched
+        outputs = self.model_.raw_outputs(table)
         return self.classes_[outputs.argmax(axis=1)]
 
     def predict_proba(self, X) -> np.ndarray:
         """Class probabilities, shape (n_samples, n_classes), columns in ``classes_`` order."""
-        outputs = self.model_.raw_outputs(self._predict_table(X))
+        table = self._predict_table(X)  # checks fitted before model_ is touched
+        outputs = self.model_.raw_outputs(table)
         return scipy.special.softmax(outputs.astype(np.float64), axis=1)
 
     def predict_log_proba(self, X) -> np.ndarray:
         """Log of :meth:`predict_proba`, computed without underflow."""
-        outputs = self.model_.raw_outputs(self._predict_table(X))
+        table = self._predict_table(X)  # checks fitted before model_ is touched
+        outputs = self.model_.raw_outputs(table)
         return scipy.special.log_softmax(outputs.astype(np.float64), axis=1)
 
 
@@ -434,6 +438,25 @@ class FormulaRegressor(RegressorMixin, _ParatrainEstimator):
             return [str(name) for name in self.feature_names_in_]
         return ["x"] if n_features == 1 else [f"x{index}" for index in range(1, n_features + 1)]
 
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        # A fixed formula fits the data it was written for, not an arbitrary benchmark
+        # set: scikit-learn's "R^2 > 0.5 on make_regression" check does not apply.
+        tags.regressor_tags.poor_score = True
+        return tags
+
+    def _check_formula_uses(self, columns: list[str]) -> None:
+        from paratrain.models.formula import parse_formula
+
+        self._model_values()  # checks that the formula is text
+        used, _ = parse_formula(self.formula).split_names(columns)
+        if not used:
+            raise ValueError(
+                f"formula {self.formula!r} uses none of the columns of X: X has {len(columns)} feature(s), "
+                f"named {', '.join(columns)}; write the formula in those names, or name the columns "
+                "with variables=[...]"
+            )
+
     def fit(self, X, y) -> "FormulaRegressor":
         """Fit the formula's parameters to ``X`` (n_samples, n_variables) and ``y``.
 
@@ -446,6 +469,7 @@ class FormulaRegressor(RegressorMixin, _ParatrainEstimator):
         """
         X, y = validate_data(self, X, y, dtype=_FEATURE_DTYPES, y_numeric=True)
         columns = self._feature_columns(X.shape[1])
+        self._check_formula_uses(columns)
         target = _free_name("y", columns)
         config = self._config(len(X), "regression", target)
         self._train(self._table(X, y.astype(np.float64), target), config)
@@ -454,7 +478,8 @@ class FormulaRegressor(RegressorMixin, _ParatrainEstimator):
 
     def predict(self, X) -> np.ndarray:
         """Values of the fitted formula, shape (n_samples,)."""
-        return self.model_.predict(self._predict_table(X))
+        table = self._predict_table(X)  # checks fitted before model_ is touched
+        return self.model_.predict(table)
 
 
 # -- helpers ----------------------------------------------------------------------------

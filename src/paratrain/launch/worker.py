@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,7 @@ class WorkerJob:
 
 def run_worker(job: WorkerJob, rank: int, world_size: int, local_rank: int, store: "dist.Store | None" = None) -> dict | None:
     """Set up threads, device and process group; train; always leave the group."""
+    _ensure_logging(job.config.output.verbosity)
     threads_before = torch.get_num_threads()
     torch.set_num_threads(job.threads)
     device = pick_device(job.config.train.device, local_rank)
@@ -42,3 +45,13 @@ def run_worker(job: WorkerJob, rank: int, world_size: int, local_rank: int, stor
             destroy_process_group()
         # In-process runs (the estimators) must not leave the caller's thread count changed.
         torch.set_num_threads(threads_before)
+
+
+def _ensure_logging(verbosity: int) -> None:
+    """Worker processes start with no logging set up: give the package logger a stderr handler."""
+    logger = logging.getLogger("paratrain")
+    logger.setLevel({0: logging.WARNING, 1: logging.INFO}.get(verbosity, logging.DEBUG))
+    if not logger.handlers and not logging.getLogger().handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("paratrain: %(message)s"))
+        logger.addHandler(handler)
