@@ -209,7 +209,7 @@ def test_fit_leaves_the_callers_torch_random_state_alone():
 
 @pytest.mark.parametrize(("params", "message"), [
     ({"learning_rate": -1.0}, "learning_rate=-1.0 must be a number > 0"),
-    ({"hidden_layer_sizes": (8, 0)}, "hidden_layer_sizes=(8, 0) must be positive integers"),
+    ({"hidden_layer_sizes": (8, 0)}, r"hidden_layer_sizes=\(8, 0\) must be positive integers"),
     ({"validation_fraction": 1.0}, r"validation_fraction=1.0 must be a number in \[0, 1\)"),
     ({"random_state": -3}, r"random_state=-3 must be in \[0, 2\*\*32\)"),
     ({"verbose": "loud"}, "verbose='loud' must be 0"),

@@ -202,17 +202,31 @@ class ParallelConfig:
     """Intra-op threads per worker; default: the cores divided among the workers."""
     timeout_s: float = 300.0
     """Seconds a collective or the rendezvous may wait before the run fails instead of hanging."""
+    compress: str | None = None
+    """Gradient compression for ddp: fp16, bf16, powersgd:RANK, topk:RATIO, int8."""
+    powersgd_warmup: int = 10
+    """Optimizer steps of plain all-reduce before PowerSGD starts compressing."""
+    error_feedback: bool = True
+    """Carry the compression error into the next step (topk, int8); off only for ablations."""
+    sync_warmup: int = 0
+    """localsgd: synchronous steps before local steps begin (post-local SGD)."""
+    max_staleness: int | None = None
+    """async: a worker more than this many updates ahead of the slowest one waits (None: unbounded)."""
 
     def __post_init__(self) -> None:
         _check_int("workers", self.workers, 1)
         if self.threads is not None:
             _check_int("threads", self.threads, 1)
         _check_positive("timeout_s", self.timeout_s)
+        _check_int("powersgd_warmup", self.powersgd_warmup, 0)
+        _check_int("sync_warmup", self.sync_warmup, 0)
+        if self.max_staleness is not None:
+            _check_int("max_staleness", self.max_staleness, 0)
         # Imported here: the registry imports torch, which config users may not need yet.
         from paratrain.strategies import strategy_class
 
         cls = strategy_class(self.strategy)  # ConfigError listing the known names
-        cls(_strategy_argument(self.strategy))  # validates an argument such as 'localsgd:8'
+        cls(_strategy_argument(self.strategy), self)  # validates 'localsgd:8', compress=..., etc.
         if not cls.needs_process_group and self.workers != 1:
             raise ConfigError(
                 f"strategy={self.strategy!r} runs one process, but workers={self.workers}; "

@@ -125,12 +125,13 @@ class _ParatrainEstimator(BaseEstimator):
 
         run_dir = Path(tempfile.mkdtemp(prefix="paratrain-estimator-"))
         try:
-            # fit() seeds torch's global generator; an estimator must not change the caller's.
+            # fit() seeds torch's global generator and loading draws initial weights from
+            # it: an estimator must leave the caller's random state as it found it.
             with torch.random.fork_rng(devices=[]):
                 result = fit_run(config.updated({"out": str(run_dir)}), data=frame)
-            if result.summary.get("status") != "finished":
-                raise RuntimeError(f"training did not finish: {result.summary}")
-            self.model_ = TrainedModel.load(run_dir)
+                if result.summary.get("status") != "finished":
+                    raise RuntimeError(f"training did not finish: {result.summary}")
+                self.model_ = TrainedModel.load(run_dir)
             records = MetricsLog(run_dir / rundir.METRICS_FILE).read()
         finally:
             shutil.rmtree(run_dir, ignore_errors=True)

@@ -39,10 +39,10 @@ def strategy_class(spec: str) -> type[Strategy]:
     return registry[name]
 
 
-def create_strategy(spec: str) -> Strategy:
-    """Build a strategy object from its name (and optional ':argument')."""
+def create_strategy(spec: str, options=None) -> Strategy:
+    """Build a strategy object from its name (and optional ':argument') and the run's ParallelConfig."""
     _, argument = split_strategy_name(spec)
-    return strategy_class(spec)(argument)
+    return strategy_class(spec)(argument, options)
 
 
 __all__ = ["Strategy", "WorkerContext", "create_strategy", "known_strategies", "strategy_class", "split_strategy_name"]

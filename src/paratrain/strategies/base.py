@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import ClassVar, ContextManager
+from typing import TYPE_CHECKING, ClassVar, ContextManager
 
 import torch
+
+if TYPE_CHECKING:
+    from paratrain.config import ParallelConfig
 
 
 @dataclass(frozen=True)
@@ -30,6 +33,19 @@ class WorkerContext:
         return self.rank == 0
 
 
+@dataclass
+class CommStats:
+    """Communication per optimizer step on this rank, and what dense all-reduce would send."""
+
+    bytes_per_step: float
+    dense_bytes_per_step: float
+
+    @property
+    def compression_ratio(self) -> float:
+        """Dense bytes divided by bytes actually sent (1.0 means no saving)."""
+        return self.dense_bytes_per_step / self.bytes_per_step if self.bytes_per_step > 0 else float("inf")
+
+
 class Strategy:
     """Base strategy: one process, nothing to synchronise."""
 
@@ -39,11 +55,17 @@ class Strategy:
     supports_accumulation: ClassVar[bool] = True
     description: ClassVar[str] = ""
 
-    def __init__(self, argument: str | None = None) -> None:
+    def __init__(self, argument: str | None = None, options: "ParallelConfig | None" = None) -> None:
+        """``argument`` is the text after ':' in the name; ``options`` the run's ParallelConfig.
+
+        Construction validates both (ConfigError), so a config with a bad strategy
+        fails when it is built, long before any process starts.
+        """
         if argument is not None:
             from paratrain.errors import ConfigError
 
             raise ConfigError(f"strategy {self.name!r} takes no argument, got {self.name}:{argument}")
+        self.options = options
 
     def wrap_model(self, model: torch.nn.Module, ctx: WorkerContext) -> torch.nn.Module:
         """Return the module the loop trains (possibly a wrapper around ``model``)."""
@@ -57,8 +79,27 @@ class Strategy:
         """Context for one micro-step's backward; ``sync`` is False on all but the last."""
         return contextlib.nullcontext()
 
+    def optimizer_step(self, optimizer: torch.optim.Optimizer, scaler: "torch.amp.GradScaler | None") -> None:
+        """Apply the gradients; a parameter server pushes them to the server instead."""
+        if scaler is not None:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
+
     def after_optimizer_step(self, model: torch.nn.Module, step: int) -> None:
         """Called after every optimizer step (model averaging strategies use it)."""
+
+    def communication_stats(self) -> "CommStats | None":
+        """Bytes sent since the last call, or None for a strategy that does not communicate."""
+        return None
+
+    def state_dict(self) -> dict:
+        """Strategy state a checkpoint must keep (error-feedback residuals, step counters)."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore what ``state_dict`` returned."""
 
     def all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
         """Sum a metric tensor over workers (identity on one process)."""

@@ -80,11 +80,7 @@ def train_step(ctx: StepContext, x: torch.Tensor, y: torch.Tensor, micro_batch: 
             scaled = loss * (len(xb) / rows)
             (ctx.scaler.scale(scaled) if ctx.scaler else scaled).backward()
         loss_sum += loss.detach().double() * len(xb)
-    if ctx.scaler:
-        ctx.scaler.step(ctx.optimizer)
-        ctx.scaler.update()
-    else:
-        ctx.optimizer.step()
+    ctx.strategy.optimizer_step(ctx.optimizer, ctx.scaler)
     if ctx.scheduler is not None:
         ctx.scheduler.step()
     ctx.strategy.after_optimizer_step(ctx.model, step)
@@ -123,7 +119,7 @@ def run_training(config: FitConfig, worker: WorkerContext, source: Any, run_dir:
     data = prepare_data(config, source, worker.rank, worker.world_size, worker.device)
     spec = ModelSpec(config.model, tuple(data.feature_names), data.n_outputs)
     model = build_model(spec).to(worker.device)
-    strategy = create_strategy(config.parallel.strategy)
+    strategy = create_strategy(config.parallel.strategy, config.parallel)
     precision = Precision(config.train.precision, worker.device)
     rows_per_step = config.train.batch_size * config.train.accumulate
     steps_per_epoch = max(1, math.ceil(len(data.x_train) / rows_per_step))
@@ -133,7 +129,7 @@ def run_training(config: FitConfig, worker: WorkerContext, source: Any, run_dir:
     state = LoopState()
     metrics = MetricsLog(run_dir / rundir.METRICS_FILE)
     if resume:
-        state = _load_checkpoint(run_dir, model, optimizer, scheduler, scaler)
+        state = _load_checkpoint(run_dir, model, optimizer, scheduler, scaler, strategy)
         if worker.is_main:
             metrics.truncate_after(state.epoch)
     wrapped = strategy.wrap_model(model, worker)
@@ -151,7 +147,7 @@ def run_training(config: FitConfig, worker: WorkerContext, source: Any, run_dir:
             sessions_epochs += 1
             stopped_early = _update_early_stopping(state, record, config)
             if worker.is_main:
-                _save_checkpoint(run_dir, model, optimizer, scheduler, scaler, state)
+                _save_checkpoint(run_dir, model, optimizer, scheduler, scaler, state, strategy.state_dict())
                 metrics.append(record)
                 progress.update(record)
             if stopped_early:
@@ -163,6 +159,7 @@ def run_training(config: FitConfig, worker: WorkerContext, source: Any, run_dir:
         progress.close()
     finished = stopped_early or state.epoch >= config.train.epochs
     strategy.barrier()
+    strategy.teardown()
     if not worker.is_main:
         return None
     if not finished:
@@ -189,6 +186,10 @@ def _run_epoch(ctx: StepContext, data: PreparedData, config: FitConfig, state: L
     record = {"epoch": state.epoch + 1, "train_loss": float(totals[0]) / max(global_rows, 1)}
     record.update(metrics_from_sums(sums, data.task, data.target_scale))
     record["lr"] = ctx.optimizer.param_groups[0]["lr"]
+    comm = strategy.communication_stats()
+    if comm is not None:
+        record["comm_bytes_per_step"] = comm.bytes_per_step
+        record["compression_ratio"] = comm.compression_ratio
     record["samples_per_s"] = global_rows / train_seconds if train_seconds > 0 else float("nan")
     record["seconds"] = seconds
     return record
@@ -206,7 +207,7 @@ def _update_early_stopping(state: LoopState, record: dict[str, Any], config: Fit
     return config.train.patience is not None and state.bad_epochs >= config.train.patience
 
 
-def _save_checkpoint(run_dir: Path, model, optimizer, scheduler, scaler, state: LoopState) -> None:
+def _save_checkpoint(run_dir: Path, model, optimizer, scheduler, scaler, state: LoopState, strategy_state: dict) -> None:
     save_torch_atomic(
         {
             "model": model.state_dict(),
@@ -214,12 +215,13 @@ def _save_checkpoint(run_dir: Path, model, optimizer, scheduler, scaler, state: 
             "scheduler": scheduler.state_dict() if scheduler is not None else None,
             "scaler": scaler.state_dict() if scaler is not None else None,
             "state": dict(state.__dict__),
+            "strategy": strategy_state,
         },
         run_dir / rundir.CHECKPOINT_FILE,
     )
 
 
-def _load_checkpoint(run_dir: Path, model, optimizer, scheduler, scaler) -> LoopState:
+def _load_checkpoint(run_dir: Path, model, optimizer, scheduler, scaler, strategy: Strategy) -> LoopState:
     path = run_dir / rundir.CHECKPOINT_FILE
     checkpoint = load_torch(path)
     model.load_state_dict(checkpoint["model"])
@@ -228,6 +230,7 @@ def _load_checkpoint(run_dir: Path, model, optimizer, scheduler, scaler) -> Loop
         scheduler.load_state_dict(checkpoint["scheduler"])
     if scaler is not None and checkpoint["scaler"] is not None:
         scaler.load_state_dict(checkpoint["scaler"])
+    strategy.load_state_dict(checkpoint.get("strategy") or {})
     return LoopState(**checkpoint["state"])
 
 
@@ -250,7 +253,7 @@ def _summary(config: FitConfig, worker: WorkerContext, state: LoopState, records
         "epochs": state.epoch,
         "stopped_early": stopped_early,
     }
-    for key in ("train_loss", "val_loss", "val_r2", "val_rmse", "val_accuracy"):
+    for key in ("train_loss", "val_loss", "val_r2", "val_rmse", "val_accuracy", "comm_bytes_per_step", "compression_ratio"):
         if key in last:
             summary[key] = last[key]
     summary["best_val_loss"] = state.best_val_loss
