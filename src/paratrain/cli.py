@@ -70,6 +70,13 @@ def _fit_arguments(parser: argparse.ArgumentParser) -> None:
     parallel.add_argument("--workers", type=int, help="worker processes on this machine (1)")
     parallel.add_argument("--threads", type=int, help="intra-op threads per worker (default: cores / workers)")
     parallel.add_argument("--timeout", dest="timeout_s", type=float, help="seconds a collective may wait before failing (300)")
+    parallel.add_argument("--compress", metavar="NAME",
+                          help="ddp gradient compression: fp16, bf16, powersgd:RANK, topk:RATIO, int8")
+    parallel.add_argument("--powersgd-warmup", type=int, help="plain all-reduce steps before PowerSGD compresses (10)")
+    parallel.add_argument("--no-error-feedback", dest="error_feedback", action="store_const", const=False,
+                          help="drop the compression error instead of carrying it to the next step (ablation)")
+    parallel.add_argument("--sync-warmup", type=int, help="localsgd: synchronous steps before local steps (0)")
+    parallel.add_argument("--max-staleness", type=int, help="async: bound on how far a worker may run ahead")
 
     output = parser.add_argument_group("output")
     output.add_argument("--out", help="run directory (default: a new folder under runs/)")
