@@ -26,6 +26,7 @@ class WorkerJob:
     run_dir: Path
     resume: bool
     threads: int
+    callbacks: tuple = ()
 
 
 def run_worker(job: WorkerJob, rank: int, world_size: int, local_rank: int, store: "dist.Store | None" = None) -> dict | None:
@@ -39,7 +40,7 @@ def run_worker(job: WorkerJob, rank: int, world_size: int, local_rank: int, stor
     if uses_group:
         init_process_group(ctx, job.config.parallel.timeout_s, store)
     try:
-        return run_training(job.config, ctx, job.source, job.run_dir, job.resume)
+        return run_training(job.config, ctx, job.source, job.run_dir, job.resume, job.callbacks)
     finally:
         if uses_group:
             destroy_process_group()

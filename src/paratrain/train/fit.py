@@ -9,7 +9,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import pandas as pd
 
@@ -30,8 +30,11 @@ class FitResult:
     summary: dict[str, Any]
 
 
-def fit(config: FitConfig, data: pd.DataFrame | None = None) -> FitResult:
+def fit(config: FitConfig, data: pd.DataFrame | None = None, callbacks: Sequence[Any] = ()) -> FitResult:
     """Train a model as ``config`` says; ``data`` overrides ``config.data.path``.
+
+    ``callbacks`` have ``on_epoch_end(record) -> bool`` (see train.loop.EpochCallback);
+    they run on rank 0 and may stop the run, e.g. to prune a search trial.
 
     Example:
         >>> from paratrain.config import FitConfig
@@ -43,7 +46,7 @@ def fit(config: FitConfig, data: pd.DataFrame | None = None) -> FitResult:
     workers = _world_size(config)
     _check_data(config, source, workers)
     run_dir = _new_run_dir(config)
-    return _dispatch(config, source, run_dir, resume=False)
+    return _dispatch(config, source, run_dir, resume=False, callbacks=tuple(callbacks))
 
 
 def resume(run_dir: str | os.PathLike, overrides: dict[str, Any] | None = None) -> FitResult:
@@ -61,14 +64,14 @@ def resume(run_dir: str | os.PathLike, overrides: dict[str, Any] | None = None) 
     return _dispatch(config, _absolute(config.data.path), run_dir, resume=True)
 
 
-def _dispatch(config: FitConfig, source: Any, run_dir: Path, resume: bool) -> FitResult:
+def _dispatch(config: FitConfig, source: Any, run_dir: Path, resume: bool, callbacks: tuple = ()) -> FitResult:
     # Imported here: launching pulls in torch.distributed, which the checks above do not need.
     from paratrain.launch.worker import WorkerJob, run_worker
 
     workers = _world_size(config)
     local_workers = int(os.environ.get("LOCAL_WORLD_SIZE", "1")) if under_torchrun() else workers
     threads = config.parallel.threads or default_threads(local_workers)
-    job = WorkerJob(config, source, run_dir, resume, threads)
+    job = WorkerJob(config, source, run_dir, resume, threads, callbacks)
     needs_group = strategy_class(config.parallel.strategy).needs_process_group
     if under_torchrun():
         env = os.environ

@@ -12,7 +12,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Protocol, Sequence
 
 import torch
 
@@ -28,6 +28,15 @@ from paratrain.train.precision import Precision
 from paratrain.train.progress import EpochProgress
 
 log = logging.getLogger("paratrain")
+
+
+class EpochCallback(Protocol):
+    """Called on rank 0 with each epoch's metrics record; True asks the run to stop.
+
+    Must be picklable: with several worker processes it runs inside rank 0's process.
+    """
+
+    def on_epoch_end(self, record: dict[str, Any]) -> bool: ...
 
 
 @dataclass
@@ -113,8 +122,13 @@ def epoch_generator(config: FitConfig, epoch: int, rank: int) -> torch.Generator
     return torch.Generator().manual_seed(config.train.seed * 1_000_003 + epoch * 7919 + rank)
 
 
-def run_training(config: FitConfig, worker: WorkerContext, source: Any, run_dir: Path, resume: bool) -> dict | None:
-    """Train on this worker; rank 0 writes the run directory and returns the summary."""
+def run_training(config: FitConfig, worker: WorkerContext, source: Any, run_dir: Path, resume: bool,
+                 callbacks: Sequence[EpochCallback] = ()) -> dict | None:
+    """Train on this worker; rank 0 writes the run directory and returns the summary.
+
+    ``callbacks`` run on rank 0 after each epoch's record is written; if one
+    returns True, every rank stops after that epoch (a pruned search trial).
+    """
     torch.manual_seed(config.train.seed)
     data = prepare_data(config, source, worker.rank, worker.world_size, worker.device)
     spec = ModelSpec(config.model, tuple(data.feature_names), data.n_outputs)
@@ -137,6 +151,7 @@ def run_training(config: FitConfig, worker: WorkerContext, source: Any, run_dir:
     progress = EpochProgress(config.train.epochs, state.epoch, worker.is_main and config.output.verbosity > 0)
     wall_start = time.perf_counter()
     stopped_early = False
+    stopped_by_callback = False
     sessions_epochs = 0
     try:
         while state.epoch < config.train.epochs:
@@ -150,6 +165,11 @@ def run_training(config: FitConfig, worker: WorkerContext, source: Any, run_dir:
                 _save_checkpoint(run_dir, model, optimizer, scheduler, scaler, state, strategy.state_dict())
                 metrics.append(record)
                 progress.update(record)
+            if callbacks:
+                stopped_by_callback = _ask_callbacks(callbacks, record, worker, strategy)
+                if stopped_by_callback:
+                    log.info("stopped after epoch %d at a callback's request", state.epoch)
+                    break
             if stopped_early:
                 log.info("early stopping after epoch %d: no improvement for %d epochs", state.epoch, state.bad_epochs)
                 break
@@ -157,7 +177,7 @@ def run_training(config: FitConfig, worker: WorkerContext, source: Any, run_dir:
                 break
     finally:
         progress.close()
-    finished = stopped_early or state.epoch >= config.train.epochs
+    finished = stopped_early or stopped_by_callback or state.epoch >= config.train.epochs
     strategy.barrier()
     strategy.teardown()
     if not worker.is_main:
@@ -166,6 +186,7 @@ def run_training(config: FitConfig, worker: WorkerContext, source: Any, run_dir:
         return {"status": "stopped", "epochs": state.epoch, "run_dir": str(run_dir)}
     _save_model(run_dir, model, spec, data, config)
     summary = _summary(config, worker, state, metrics.read(), time.perf_counter() - wall_start, stopped_early, data, run_dir)
+    summary["stopped_by_callback"] = stopped_by_callback
     save_json_atomic(summary, run_dir / rundir.SUMMARY_FILE)
     return summary
 
@@ -193,6 +214,14 @@ def _run_epoch(ctx: StepContext, data: PreparedData, config: FitConfig, state: L
     record["samples_per_s"] = global_rows / train_seconds if train_seconds > 0 else float("nan")
     record["seconds"] = seconds
     return record
+
+
+def _ask_callbacks(callbacks: Sequence[EpochCallback], record: dict[str, Any], worker: WorkerContext,
+                   strategy: Strategy) -> bool:
+    """Rank 0 asks the callbacks; the answer is shared so that all ranks stop together."""
+    wants_stop = worker.is_main and any([callback.on_epoch_end(record) for callback in callbacks])
+    votes = strategy.all_reduce_sum(torch.tensor([1.0 if wants_stop else 0.0], dtype=torch.float64))
+    return bool(votes.item() > 0)
 
 
 def _update_early_stopping(state: LoopState, record: dict[str, Any], config: FitConfig) -> bool:
