@@ -92,7 +92,7 @@ def test_classifier_with_string_labels():
 
 def test_classifier_keeps_a_rare_class_in_training():
     # Two rows of class "rare" among 200: a plain random split could hold both out,
-    # and an encoder fitted without a class cannot encode it.
+    # and the model would never see the class it is asked to predict.
     rng = np.random.RandomState(0)
     X = rng.normal(size=(200, 2))
     y = np.where(X[:, 0] > 0, "pos", "neg").astype(object)

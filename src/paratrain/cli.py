@@ -64,6 +64,7 @@ def _fit_arguments(parser: argparse.ArgumentParser) -> None:
     train.add_argument("--precision", choices=["fp32", "bf16", "fp16"], help="fp32 (default), bf16 autocast, fp16 (CUDA)")
     train.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default: auto")
     train.add_argument("--stop-after", type=int, help="end this session after N epochs; continue with --resume")
+    train.add_argument("--checkpoint-every", type=int, help="write checkpoint.pt every N epochs and at the end (1); 0 never")
 
     parallel = parser.add_argument_group("parallelism")
     parallel.add_argument("--strategy", help="single (default), ddp; see `paratrain strategies`")

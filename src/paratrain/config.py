@@ -175,6 +175,8 @@ class TrainConfig:
     """'cpu', 'cuda' or 'auto' (CUDA when available)."""
     stop_after: int | None = None
     """End this session after this many epochs (checkpointed); continue later with --resume."""
+    checkpoint_every: int = 1
+    """Write checkpoint.pt every this many epochs and at the end; 0 never (then a run cannot be resumed)."""
 
     def __post_init__(self) -> None:
         _check_int("epochs", self.epochs, 1)
@@ -188,6 +190,9 @@ class TrainConfig:
         _check_choice("device", self.device, _DEVICES)
         if self.stop_after is not None:
             _check_int("stop_after", self.stop_after, 1)
+        _check_int("checkpoint_every", self.checkpoint_every, 0)
+        if self.stop_after is not None and self.checkpoint_every == 0:
+            raise ConfigError("stop_after needs checkpoints to resume from, but checkpoint_every=0")
 
 
 @dataclass
@@ -226,6 +231,9 @@ class ParallelConfig:
         from paratrain.strategies import strategy_class
 
         cls = strategy_class(self.strategy)  # ConfigError listing the known names
+        if self.compress and cls.name != "ddp":
+            raise ConfigError(f"compress={self.compress!r} needs strategy='ddp', but strategy={self.strategy!r}; "
+                              "drop --compress or use --strategy ddp")
         cls(_strategy_argument(self.strategy), self)  # validates 'localsgd:8', compress=..., etc.
         if not cls.needs_process_group and self.workers != 1:
             raise ConfigError(

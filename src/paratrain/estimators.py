@@ -17,7 +17,8 @@ Choices an estimator makes for you:
 - With fewer than 20 rows nothing is held out for validation (``validation_fraction``
   is ignored), so that tiny data sets keep every row for training.
 - The classifier draws its validation rows stratified by class, so every class is
-  seen in training; when a class is too rare for that, nothing is held out.
+  seen in training; where that cannot be done (a class with a single row, or fewer
+  validation rows than classes), nothing is held out.
 - The global torch random state of the caller is left as it was.
 
 Runs write a checkpoint each epoch into the temporary folder; point ``TMPDIR`` at a
@@ -36,8 +37,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import scipy.special
+import torch
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
-from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted
 
@@ -101,6 +102,8 @@ class _ParatrainEstimator(BaseEstimator):
             "workers": self.workers,
             "threads": self.threads,
             "verbosity": _checked_verbose(self.verbose),
+            # The run directory is temporary and never resumed: checkpoints would be wasted disk syncs.
+            "checkpoint_every": 0,
         }
         # GridSearchCV grids are often numpy arrays: the config wants plain ints and floats.
         return FitConfig.from_dict({key: _plain(value) for key, value in values.items()})
@@ -119,10 +122,6 @@ class _ParatrainEstimator(BaseEstimator):
 
     def _train(self, frame: pd.DataFrame, config: FitConfig) -> None:
         """Run ``fit`` in a temporary run directory; keep the model and the curves in memory."""
-        # Imported here: torch is already loaded by paratrain.predict, this only keeps
-        # the module's top level to what the estimators' signatures need.
-        import torch
-
         run_dir = Path(tempfile.mkdtemp(prefix="paratrain-estimator-"))
         try:
             # fit() seeds torch's global generator and loading draws initial weights from
@@ -140,6 +139,9 @@ class _ParatrainEstimator(BaseEstimator):
         self.validation_scores_ = [record[score_key] for record in records if score_key in record]
         self.n_iter_ = int(result.summary["epochs"])
         self.summary_ = {key: value for key, value in result.summary.items() if key != "run_dir"}
+
+    def __sklearn_is_fitted__(self) -> bool:
+        return hasattr(self, "model_")
 
     def _predict_table(self, X) -> pd.DataFrame:
         check_is_fitted(self)
@@ -316,10 +318,10 @@ class MLPClassifier(ClassifierMixin, _MLPEstimator):
         """
         X, y = validate_data(self, X, y, dtype=_FEATURE_DTYPES)
         check_classification_targets(y)
-        self.classes_, indices = np.unique(y, return_inverse=True)
-        if len(self.classes_) < 2:
+        classes, indices = np.unique(y, return_inverse=True)
+        if len(classes) < 2:
             raise ValueError(
-                f"y has only one class ({_plain(self.classes_[0])!r}); a classifier needs at least 2 classes"
+                f"y has only one class ({_plain(classes[0])!r}); a classifier needs at least 2 classes"
             )
         config = self._config(len(X), "classification", "y")
         order = _stratified_order(indices, config.data.val_fraction, config.train.seed)
@@ -328,6 +330,7 @@ class MLPClassifier(ClassifierMixin, _MLPEstimator):
             order = np.arange(len(X))
         # The library sees class indices 0..k-1, so that any label type round-trips exactly.
         self._train(self._table(X[order], indices[order].astype(np.int64), "y"), config)
+        self.classes_ = classes
         return self
 
     def predict(self, X) -> np.ndarray:
@@ -528,7 +531,7 @@ def _seed(random_state: Any) -> int:
             raise ValueError(f"random_state={random_state!r} must be in [0, 2**32)")
         return int(random_state)
     if isinstance(random_state, np.random.RandomState):
-        return int(check_random_state(random_state).randint(2**31 - 1))
+        return int(random_state.randint(2**31 - 1))
     raise ValueError(f"random_state={random_state!r} must be None, an int or a numpy RandomState")
 
 
@@ -544,9 +547,9 @@ def _stratified_order(labels: np.ndarray, val_fraction: float, seed: int) -> np.
 
     ``fit`` validates on the rows at the positions ``train_val_split(n, val_fraction, seed)``
     picks; putting a stratified sample of the rows at those positions makes its
-    validation set stratified, and keeps every class in the training rows (an encoder
-    fitted without a class could not encode it). Returns None when no such split exists
-    (a class with a single row), or when nothing is held out.
+    validation set stratified, and keeps every class in the training rows (a class held
+    out entirely would never be learned). Returns None when no such split exists
+    (a class with a single row, or fewer validation rows than classes).
     """
     from sklearn.model_selection import train_test_split
 

@@ -25,7 +25,15 @@ def pick_device(requested: str, local_rank: int) -> torch.device:
             from paratrain.errors import ConfigError
 
             raise ConfigError("device='cuda' but no CUDA device is available; use --device cpu")
-        device = torch.device("cuda", local_rank % torch.cuda.device_count())
+        if local_rank >= torch.cuda.device_count():
+            from paratrain.errors import ConfigError
+
+            # NCCL refuses two ranks on one GPU; say so instead of failing inside NCCL.
+            raise ConfigError(
+                f"local rank {local_rank} has no GPU of its own: this machine has {torch.cuda.device_count()}; "
+                "use at most that many workers per machine, or --device cpu"
+            )
+        device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
         return device
     return torch.device("cpu")

@@ -40,7 +40,9 @@ def run_worker(job: WorkerJob, rank: int, world_size: int, local_rank: int, stor
     if uses_group:
         init_process_group(ctx, job.config.parallel.timeout_s, store)
     try:
-        return run_training(job.config, ctx, job.source, job.run_dir, job.resume, job.callbacks)
+        # fork_rng: an in-process run (the estimators) must leave the caller's RNG as it was.
+        with torch.random.fork_rng(devices=[]):
+            return run_training(job.config, ctx, job.source, job.run_dir, job.resume, job.callbacks)
     finally:
         if uses_group:
             destroy_process_group()

@@ -161,8 +161,11 @@ def run_training(config: FitConfig, worker: WorkerContext, source: Any, run_dir:
             state.epoch += 1
             sessions_epochs += 1
             stopped_early = _update_early_stopping(state, record, config)
+            if _checkpoint_due(config, state, sessions_epochs, stopped_early):
+                strategy_state = strategy.state_dict()
+                if worker.is_main:
+                    _save_checkpoint(run_dir, model, optimizer, scheduler, scaler, state, strategy_state)
             if worker.is_main:
-                _save_checkpoint(run_dir, model, optimizer, scheduler, scaler, state, strategy.state_dict())
                 metrics.append(record)
                 progress.update(record)
             if callbacks:
@@ -222,6 +225,16 @@ def _ask_callbacks(callbacks: Sequence[EpochCallback], record: dict[str, Any], w
     wants_stop = worker.is_main and any([callback.on_epoch_end(record) for callback in callbacks])
     votes = strategy.all_reduce_sum(torch.tensor([1.0 if wants_stop else 0.0], dtype=torch.float64))
     return bool(votes.item() > 0)
+
+
+def _checkpoint_due(config: FitConfig, state: LoopState, session_epochs: int, stopping: bool) -> bool:
+    """Every checkpoint_every epochs, and whenever this session is about to end."""
+    every = config.train.checkpoint_every
+    if every == 0:
+        return False
+    ending = (stopping or state.epoch >= config.train.epochs
+              or (config.train.stop_after is not None and session_epochs >= config.train.stop_after))
+    return ending or state.epoch % every == 0
 
 
 def _update_early_stopping(state: LoopState, record: dict[str, Any], config: FitConfig) -> bool:
