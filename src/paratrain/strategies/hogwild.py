@@ -1,0 +1,125 @@
+"""`hogwild`: N processes on one machine update shared-memory parameters without locks (Hogwild!).
+
+The workers are separate processes (started, not forked), so the parameters
+are shared through a file-backed tensor: rank 0 writes its initial parameters
+into a file in /dev/shm, every rank maps it with ``torch.from_file(shared=True)``
+and points its model's parameters into it as views. Each worker then runs its
+own optimizer on its own shard: reads and writes race, on purpose (Niu et al.,
+2011: with sparse or small updates the races cost little and no one waits).
+
+Rank 0 unlinks the file as soon as every rank has mapped it, so nothing is left
+behind in /dev/shm even if a worker crashes; the memory lives while mapped.
+At teardown every rank copies its parameters into private memory, so the model
+rank 0 saves is the final shared state.
+
+Limits: one machine only; CPU only; optimizer state (SGD momentum, Adam
+moments) and buffers (BatchNorm statistics) stay private to each worker, and
+rank 0's are the ones checkpointed; a checkpoint taken while other workers
+already train the next epoch is a snapshot of racing memory, as Hogwild is.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+import uuid
+
+import torch
+import torch.distributed as dist
+
+from paratrain.errors import ConfigError
+from paratrain.strategies.base import Strategy, WorkerContext
+
+SHM_PREFIX = "paratrain-hogwild-"
+
+
+def shared_memory_dir() -> str:
+    """/dev/shm where it exists (memory, not disk), else the temp directory."""
+    return "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else tempfile.gettempdir()
+
+
+def check_one_machine() -> None:
+    """Refuse a torchrun job that spans several machines: memory is shared on one only."""
+    world, local = os.environ.get("WORLD_SIZE"), os.environ.get("LOCAL_WORLD_SIZE")
+    if world is not None and local is not None and world != local:
+        raise ConfigError(
+            f"strategy='hogwild' shares parameters through memory on one machine, but this job has "
+            f"WORLD_SIZE={world} processes with LOCAL_WORLD_SIZE={local} per machine; "
+            "run it on one machine, or use --strategy async or ddp across machines"
+        )
+
+
+class HogwildStrategy(Strategy):
+    """Lock-free updates of parameters shared in memory by the workers of one machine."""
+
+    name = "hogwild"
+    needs_process_group = True
+    description = "lock-free updates of shared-memory parameters by N processes on one machine (Hogwild!)"
+
+    def __init__(self, argument: str | None = None, options=None) -> None:
+        super().__init__(argument, options)
+        check_one_machine()
+        self._params: list[torch.nn.Parameter] = []
+        self._shared: torch.Tensor | None = None
+        self._path: str | None = None
+        self._rank = 0
+
+    def wrap_model(self, model: torch.nn.Module, ctx: WorkerContext) -> torch.nn.Module:
+        check_one_machine()
+        if ctx.device.type != "cpu":
+            raise ConfigError(f"strategy='hogwild' shares parameters in CPU memory, but device={ctx.device}; "
+                              "use --device cpu")
+        self._params = list(model.parameters())
+        self._rank = ctx.rank
+        dtypes = {p.dtype for p in self._params}
+        if len(dtypes) != 1:
+            raise ConfigError(f"strategy='hogwild' needs parameters of one dtype, got {sorted(map(str, dtypes))}")
+        numel = sum(p.numel() for p in self._params)
+        name = [f"{SHM_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:12]}.bin" if ctx.rank == 0 else None]
+        dist.broadcast_object_list(name, src=0)
+        self._path = os.path.join(shared_memory_dir(), name[0])
+        if ctx.rank == 0:
+            # Created here, sized to the parameters, and filled with rank 0's (or the checkpoint's) values.
+            self._shared = torch.from_file(self._path, shared=True, size=numel, dtype=dtypes.pop())
+            self._shared.copy_(torch.cat([p.detach().reshape(-1) for p in self._params]))
+        dist.barrier()  # the file exists and holds the initial parameters
+        if ctx.rank != 0:
+            self._shared = torch.from_file(self._path, shared=True, size=numel, dtype=dtypes.pop())
+        dist.barrier()  # every rank has mapped it
+        if ctx.rank == 0:
+            self._remove_file()
+        offset = 0
+        with torch.no_grad():
+            for p in self._params:
+                # Same Parameter objects (the optimizer keeps them), new storage: views into shared memory.
+                p.data = self._shared[offset : offset + p.numel()].view_as(p)
+                offset += p.numel()
+        return model
+
+    def all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+        return tensor
+
+    def barrier(self) -> None:
+        dist.barrier()
+
+    def communication_stats(self) -> None:
+        # Nothing crosses a wire: workers read and write one memory. (Reporting
+        # CommStats(0, dense) would give an infinite "compression ratio".)
+        return None
+
+    def teardown(self) -> None:
+        # After the loop's barrier no one writes: take the final shared values
+        # into private memory, so the model outlives the mapping.
+        with torch.no_grad():
+            for p in self._params:
+                p.data = p.data.clone()
+        self._shared = None
+        if self._rank == 0:
+            self._remove_file()
+
+    def _remove_file(self) -> None:
+        if self._path is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._path)
