@@ -128,6 +128,7 @@ def sklearn_time_to_target(
         batch_size=batch_size, learning_rate_init=lr, shuffle=True, random_state=seed,
     )
     run = TargetRun(target_r2=target_r2)
+    started_run = time.perf_counter()
     with threadpool_limits(limits=threads), warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         for epoch in range(1, max_epochs + 1):
@@ -141,4 +142,5 @@ def sklearn_time_to_target(
             progress(f"sklearn epoch {epoch}: test_r2={r2:.4f} seconds={seconds:.2f}")
             if r2 >= target_r2:
                 break
+    run.wall_seconds = time.perf_counter() - started_run
     return run

@@ -72,12 +72,16 @@ def make_loss(task: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
     return lambda out, y: torch.nn.functional.mse_loss(out.float().squeeze(-1), y)
 
 
-def train_step(ctx: StepContext, x: torch.Tensor, y: torch.Tensor, micro_batch: int, step: int) -> torch.Tensor:
-    """One optimizer step over rows x (split into micro-batches); returns the summed loss."""
+def train_step(ctx: StepContext, x: torch.Tensor, y: torch.Tensor, micro_batch: int, step: int,
+               losses: list[torch.Tensor]) -> None:
+    """One optimizer step over rows x (split into micro-batches).
+
+    Appends each micro-batch's summed loss (a detached tensor) to ``losses``:
+    converting to a number every step would cost a sync and several tiny ops.
+    """
     ctx.optimizer.zero_grad(set_to_none=True)
     rows = len(x)
     starts = range(0, rows, micro_batch)
-    loss_sum = torch.zeros((), dtype=torch.float64)
     for i, start in enumerate(starts):
         xb, yb = x[start : start + micro_batch], y[start : start + micro_batch]
         # Sync only on the last micro-step: earlier backwards accumulate locally.
@@ -86,14 +90,14 @@ def train_step(ctx: StepContext, x: torch.Tensor, y: torch.Tensor, micro_batch: 
                 loss = ctx.loss_fn(ctx.model(xb), yb)
             # Weight by rows so that K micro-batches give the gradient of the mean
             # over the whole step, even when the last micro-batch is short.
-            scaled = loss * (len(xb) / rows)
+            # With one micro-batch the weight is 1: skip the extra graph node.
+            scaled = loss if len(xb) == rows else loss * (len(xb) / rows)
             (ctx.scaler.scale(scaled) if ctx.scaler else scaled).backward()
-        loss_sum += loss.detach().double() * len(xb)
+        losses.append(loss.detach() * len(xb))
     ctx.strategy.optimizer_step(ctx.optimizer, ctx.scaler)
     if ctx.scheduler is not None:
         ctx.scheduler.step()
     ctx.strategy.after_optimizer_step(ctx.model, step)
-    return loss_sum
 
 
 def train_epoch(
@@ -107,12 +111,13 @@ def train_epoch(
         x, y = x[order], y[order]
     rows_per_step = config.train.batch_size * config.train.accumulate
     ctx.model.train()
-    total = torch.zeros((), dtype=torch.float64)
+    losses: list[torch.Tensor] = []
     for start in range(0, len(x), rows_per_step):
-        total += train_step(ctx, x[start : start + rows_per_step], y[start : start + rows_per_step],
-                            config.train.batch_size, state.step)
+        train_step(ctx, x[start : start + rows_per_step], y[start : start + rows_per_step],
+                   config.train.batch_size, state.step, losses)
         state.step += 1
-    return float(total), len(x)
+    total = torch.stack(losses).double().sum().item() if losses else 0.0
+    return total, len(x)
 
 
 def epoch_generator(config: FitConfig, epoch: int, rank: int) -> torch.Generator | None:
