@@ -27,6 +27,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, help="threads of the one-process runs (default: every core)")
     parser.add_argument("--ddp-workers", type=int, help="worker processes of the ddp run (default 2)")
     parser.add_argument("--seed", type=int, help="seed of data, splits, weights and shuffles")
+    parser.add_argument("--sklearn-dtype", choices=["float64", "float32"],
+                        help="dtype of sklearn's arrays (default float64, as pandas gives them)")
     parser.add_argument("--workdir", type=Path, help="keep the run directories here (default: a temp dir)")
     parser.add_argument("--json", type=Path, help="write all raw figures to this JSON file")
     return parser.parse_args(argv)
@@ -39,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     from paratrain.errors import ParatrainError
 
     names = ("rows", "reps", "epochs_per_rep", "target_reps", "max_epochs", "target_r2", "threads",
-             "ddp_workers", "seed")
+             "ddp_workers", "seed", "sklearn_dtype")
     overrides = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
     try:
         config = TrainingBenchConfig.quick(**overrides) if args.quick else TrainingBenchConfig(**overrides)

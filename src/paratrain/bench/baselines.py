@@ -110,6 +110,7 @@ def plain_torch_epoch_seconds(
 def sklearn_time_to_target(
     split: SplitData, *, hidden: Sequence[int], batch_size: int, lr: float, seed: int, threads: int,
     target_r2: float, max_epochs: int, progress: Callable[[str], None] = lambda line: None,
+    dtype: str = "float64",
 ) -> TargetRun:
     """``MLPRegressor.partial_fit`` one epoch at a time until the test R² reaches ``target_r2``.
 
@@ -127,15 +128,18 @@ def sklearn_time_to_target(
         hidden_layer_sizes=tuple(hidden), activation="relu", solver="adam", alpha=0.0,
         batch_size=batch_size, learning_rate_init=lr, shuffle=True, random_state=seed,
     )
+    # sklearn computes in the dtype it is given; float64 is what users' arrays usually are.
+    x_train, y_train = split.x_train.astype(dtype), split.y_train.astype(dtype)
+    x_test, y_test = split.x_test.astype(dtype), split.y_test.astype(dtype)
     run = TargetRun(target_r2=target_r2)
     started_run = time.perf_counter()
     with threadpool_limits(limits=threads), warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         for epoch in range(1, max_epochs + 1):
             started = time.perf_counter()
-            estimator.partial_fit(split.x_train, split.y_train)
+            estimator.partial_fit(x_train, y_train)
             seconds = time.perf_counter() - started
-            r2 = float(estimator.score(split.x_test, split.y_test))
+            r2 = float(estimator.score(x_test, y_test))
             run.r2_by_epoch.append(r2)
             run.seconds_by_epoch.append(seconds)
             run.train_seconds_by_epoch.append(seconds)

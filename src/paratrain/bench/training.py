@@ -74,6 +74,9 @@ class TrainingBenchConfig:
     """Interleaved repetitions of the time-to-target runs (paratrain, sklearn)."""
     max_epochs: int = 30
     """Epoch cap of a time-to-target run."""
+    sklearn_dtype: str = "float64"
+    """dtype of the arrays given to sklearn: float64 is what pandas and sklearn's generators produce
+    (sklearn then computes in float64); float32 is its fastest setting."""
 
     def __post_init__(self) -> None:
         self.hidden = tuple(self.hidden)
@@ -91,6 +94,8 @@ class TrainingBenchConfig:
                 raise ConfigError(f"{name}={value!r} must be in (0, 0.5): a held-out share of the rows")
         if self.lr <= 0:
             raise ConfigError(f"lr={self.lr!r} must be > 0")
+        if self.sklearn_dtype not in ("float64", "float32"):
+            raise ConfigError(f"sklearn_dtype={self.sklearn_dtype!r} must be float64 or float32")
 
     @classmethod
     def quick(cls, **overrides: Any) -> "TrainingBenchConfig":
@@ -291,14 +296,16 @@ def _target_runs(config: TrainingBenchConfig, frame: pd.DataFrame, workdir: Path
     data_path = workdir / "friedman1.npz"
     np.savez(data_path, **{column: frame[column].to_numpy() for column in frame.columns})
     mine = TimeToTarget("paratrain single", note="training + validation seconds per epoch (metrics.jsonl `seconds`)")
-    theirs = TimeToTarget("sklearn MLPRegressor", note="partial_fit seconds only (scoring not counted)")
+    theirs = TimeToTarget(f"sklearn MLPRegressor ({config.sklearn_dtype})",
+                          note="partial_fit seconds only (scoring not counted)")
     for rep in range(config.target_reps):
         mine.runs.append(_paratrain_time_to_target(config, data_path, workdir / f"target-{rep}", threads, progress))
         progress(f"rep {rep + 1}/{config.target_reps} paratrain: R2 {config.target_r2} after "
                  f"{mine.runs[-1].epochs_to_target} epochs, {_fmt_optional(mine.runs[-1].seconds_to_target)} s")
         theirs.runs.append(sklearn_time_to_target(
             split, hidden=config.hidden, batch_size=config.batch_size, lr=config.lr, seed=config.seed,
-            threads=threads, target_r2=config.target_r2, max_epochs=config.max_epochs, progress=progress))
+            threads=threads, target_r2=config.target_r2, max_epochs=config.max_epochs, progress=progress,
+            dtype=config.sklearn_dtype))
         progress(f"rep {rep + 1}/{config.target_reps} sklearn:   R2 {config.target_r2} after "
                  f"{theirs.runs[-1].epochs_to_target} epochs, {_fmt_optional(theirs.runs[-1].seconds_to_target)} s")
     return mine, theirs
