@@ -13,10 +13,14 @@ from paratrain.strategies.base import Strategy, WorkerContext
 
 def _registry() -> dict[str, type[Strategy]]:
     # Imported lazily so that `paratrain --help` does not pay for torch.distributed.
+    from paratrain.strategies.async_ps import AsyncParameterServerStrategy
     from paratrain.strategies.ddp import DistributedDataParallelStrategy
+    from paratrain.strategies.hogwild import HogwildStrategy
+    from paratrain.strategies.localsgd import LocalSGD
     from paratrain.strategies.single import SingleProcess
 
-    return {cls.name: cls for cls in (SingleProcess, DistributedDataParallelStrategy)}
+    return {cls.name: cls for cls in (SingleProcess, DistributedDataParallelStrategy,
+                                         AsyncParameterServerStrategy, HogwildStrategy, LocalSGD)}
 
 
 def known_strategies() -> list[str]:

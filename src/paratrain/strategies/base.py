@@ -90,6 +90,10 @@ class Strategy:
     def after_optimizer_step(self, model: torch.nn.Module, step: int) -> None:
         """Called after every optimizer step (model averaging strategies use it)."""
 
+    def synchronize_model(self, model: torch.nn.Module) -> None:
+        """Called once when training ends, before the model is saved: a strategy whose
+        workers' models drift apart (local SGD) makes them agree here."""
+
     def communication_stats(self) -> "CommStats | None":
         """Bytes sent since the last call, or None for a strategy that does not communicate."""
         return None

@@ -2,31 +2,53 @@
 
 Each rank computes gradients on its own shard; DDP all-reduces (averages)
 them in buckets overlapped with the backward pass, so every rank takes the
-same optimizer step. Gloo on CPU, NCCL on CUDA.
+same optimizer step. Gloo on CPU, NCCL on CUDA. ``--compress`` swaps the
+all-reduce for a compressing communication hook (see ``compression.py``).
 """
 
 from __future__ import annotations
 
 import contextlib
-from typing import ContextManager
+from typing import TYPE_CHECKING, ContextManager
 
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from paratrain.strategies.base import Strategy, WorkerContext
+from paratrain.strategies.base import CommStats, Strategy, WorkerContext
+from paratrain.strategies.compression import Compressor, build_compressor, parse_compression
+
+if TYPE_CHECKING:
+    from paratrain.config import ParallelConfig
+
+_MIB = 1024 * 1024
 
 
 class DistributedDataParallelStrategy(Strategy):
-    """Synchronous all-reduce of gradients every optimizer step."""
+    """Synchronous all-reduce of gradients every optimizer step, optionally compressed."""
 
     name = "ddp"
     needs_process_group = True
-    description = "synchronous data parallel (all-reduce of gradients every step)"
+    description = "synchronous data parallel (all-reduce of gradients every step; --compress to compress)"
+
+    def __init__(self, argument: str | None = None, options: "ParallelConfig | None" = None) -> None:
+        super().__init__(argument, options)
+        spec = parse_compression(options.compress if options is not None else None, options)
+        self.compressor: Compressor | None = build_compressor(spec, options) if spec is not None else None
+        self._dense_bytes = 0
+        self._steps = 0
 
     def wrap_model(self, model: torch.nn.Module, ctx: WorkerContext) -> torch.nn.Module:
         device_ids = [ctx.device.index] if ctx.device.type == "cuda" else None
-        return DistributedDataParallel(model, device_ids=device_ids)
+        # What a plain fp32 all-reduce sends per step: every gradient once.
+        self._dense_bytes = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
+        options = {}
+        if self.compressor is not None and self.compressor.single_bucket:
+            options["bucket_cap_mb"] = self._dense_bytes // _MIB + 1  # one bucket holds every gradient
+        wrapped = DistributedDataParallel(model, device_ids=device_ids, **options)
+        if self.compressor is not None:
+            self.compressor.attach(wrapped, model, ctx)
+        return wrapped
 
     def sync_context(self, model: torch.nn.Module, sync: bool) -> ContextManager:
         # Gradient accumulation: skip the all-reduce on all but the last
@@ -35,6 +57,25 @@ class DistributedDataParallelStrategy(Strategy):
         if sync or not isinstance(model, DistributedDataParallel):
             return contextlib.nullcontext()
         return model.no_sync()
+
+    def optimizer_step(self, optimizer: torch.optim.Optimizer, scaler: "torch.amp.GradScaler | None") -> None:
+        super().optimizer_step(optimizer, scaler)
+        self._steps += 1
+
+    def communication_stats(self) -> CommStats | None:
+        """Bytes per step since the last call: counted by the hook, or dense for plain all-reduce."""
+        if self._steps == 0:
+            return None
+        sent = self.compressor.take_bytes() / self._steps if self.compressor is not None else self._dense_bytes
+        self._steps = 0
+        return CommStats(bytes_per_step=sent, dense_bytes_per_step=self._dense_bytes)
+
+    def state_dict(self) -> dict:
+        return {"compressor": self.compressor.state_dict()} if self.compressor is not None else {}
+
+    def load_state_dict(self, state: dict) -> None:
+        if self.compressor is not None and state.get("compressor"):
+            self.compressor.load_state_dict(state["compressor"])
 
     def all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
         dist.all_reduce(tensor, op=dist.ReduceOp.SUM)

@@ -186,6 +186,8 @@ def run_training(config: FitConfig, worker: WorkerContext, source: Any, run_dir:
     finally:
         progress.close()
     finished = stopped_early or stopped_by_callback or state.epoch >= config.train.epochs
+    if finished:
+        strategy.synchronize_model(wrapped)
     strategy.barrier()
     strategy.teardown()
     if not worker.is_main:
@@ -218,7 +220,9 @@ def _run_epoch(ctx: StepContext, data: PreparedData, config: FitConfig, state: L
     comm = strategy.communication_stats()
     if comm is not None:
         record["comm_bytes_per_step"] = comm.bytes_per_step
-        record["compression_ratio"] = comm.compression_ratio
+        # No bytes sent this epoch (local steps only): the ratio is undefined, not infinite
+        # (JSON has no infinity).
+        record["compression_ratio"] = comm.compression_ratio if comm.bytes_per_step > 0 else None
     record["samples_per_s"] = global_rows / train_seconds if train_seconds > 0 else float("nan")
     record["seconds"] = seconds
     return record

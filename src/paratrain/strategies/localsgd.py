@@ -1,0 +1,141 @@
+"""`localsgd:PERIOD`: local SGD (periodic model averaging), with optional synchronous warm-up.
+
+Each worker steps on its own shard with its own optimizer; every PERIOD
+optimizer steps the parameters (and floating-point buffers such as batch-norm
+statistics) are averaged over the workers. On average that sends 1/PERIOD of
+what `ddp` sends. With ``sync_warmup=N`` (post-local SGD) the first N steps
+all-reduce gradients as `ddp` does, so that the early, noisy phase is
+synchronous. Optimizer state is not averaged (standard local SGD).
+
+Averaging is keyed on the optimizer-step count, which the checkpoint keeps,
+so a resumed run averages on the same steps. Between averages the workers'
+models differ: each epoch's validation metrics sum every worker's model on
+its own validation rows, and the saved model is rank 0's.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+import torch.distributed as dist
+
+from paratrain.errors import ConfigError
+from paratrain.strategies.base import CommStats, Strategy, WorkerContext
+
+if TYPE_CHECKING:
+    from paratrain.config import ParallelConfig
+
+
+class LocalSGD(Strategy):
+    """Workers train alone and average parameters every PERIOD optimizer steps."""
+
+    name = "localsgd"
+    needs_process_group = True
+    description = "local SGD: workers step alone, parameters averaged every PERIOD steps (localsgd:8)"
+
+    def __init__(self, argument: str | None = None, options: "ParallelConfig | None" = None) -> None:
+        self.options = options
+        self.period = parse_period(argument)
+        self.sync_warmup = options.sync_warmup if options is not None else 0
+        self.steps_done = 0
+        self._params: list[torch.Tensor] = []
+        self._buffers: list[torch.Tensor] = []
+        self._world_size = 1
+        self._bytes_sent = 0
+        self._steps_since_stats = 0
+        self._unaveraged_steps = 0
+
+    def wrap_model(self, model: torch.nn.Module, ctx: WorkerContext) -> torch.nn.Module:
+        self._world_size = ctx.world_size
+        self._params = [p for p in model.parameters() if p.requires_grad]
+        self._buffers = [b for b in model.buffers() if b.is_floating_point()]
+        # Every worker must start from the same point; resume loads rank 0's
+        # checkpoint everywhere, and a fresh run seeds identically, but be sure.
+        _broadcast_(list(model.parameters()) + list(model.buffers()), src=0)
+        return model
+
+    def optimizer_step(self, optimizer: torch.optim.Optimizer, scaler: "torch.amp.GradScaler | None") -> None:
+        if self.steps_done < self.sync_warmup:
+            grads = [p.grad for p in self._params if p.grad is not None]
+            self._bytes_sent += _all_reduce_mean_(grads, self._world_size)
+        super().optimizer_step(optimizer, scaler)
+
+    def after_optimizer_step(self, model: torch.nn.Module, step: int) -> None:
+        self.steps_done += 1
+        self._steps_since_stats += 1
+        local_steps = self.steps_done - self.sync_warmup
+        if local_steps > 0:
+            self._unaveraged_steps += 1
+        if local_steps > 0 and local_steps % self.period == 0:
+            self._average()
+
+    def synchronize_model(self, model: torch.nn.Module) -> None:
+        # One last average when training ends, so that the saved model is the workers'
+        # consensus rather than rank 0's drifted copy. (Per-epoch validation combines
+        # each rank's own model; averaging every epoch would cost extra traffic.)
+        if self._unaveraged_steps > 0:
+            self._average()
+
+    def _average(self) -> None:
+        self._bytes_sent += _all_reduce_mean_(self._params + self._buffers, self._world_size)
+        self._unaveraged_steps = 0
+
+    def communication_stats(self) -> CommStats | None:
+        if self._steps_since_stats == 0:
+            return None
+        dense = sum(p.numel() * p.element_size() for p in self._params)
+        stats = CommStats(bytes_per_step=self._bytes_sent / self._steps_since_stats, dense_bytes_per_step=dense)
+        self._bytes_sent = 0
+        self._steps_since_stats = 0
+        return stats
+
+    def state_dict(self) -> dict:
+        return {"steps_done": self.steps_done}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.steps_done = int(state.get("steps_done", 0))
+
+    def all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+        return tensor
+
+    def barrier(self) -> None:
+        dist.barrier()
+
+
+def parse_period(argument: str | None) -> int:
+    """'8' -> 8; anything but an integer >= 1 is a ConfigError."""
+    if argument is None:
+        raise ConfigError("strategy='localsgd' needs a period, e.g. localsgd:8 (average parameters every 8 steps)")
+    try:
+        period = int(argument)
+    except ValueError:
+        period = 0
+    if period < 1:
+        raise ConfigError(f"strategy='localsgd:{argument}': PERIOD must be an integer >= 1, e.g. localsgd:8")
+    return period
+
+
+def _all_reduce_mean_(tensors: list[torch.Tensor], world_size: int) -> int:
+    """Average tensors over ranks in place with one all-reduce; returns the bytes sent."""
+    if not tensors:
+        return 0
+    flat = torch.cat([t.detach().reshape(-1) for t in tensors])
+    dist.all_reduce(flat)
+    flat /= world_size
+    for tensor, chunk in zip(tensors, flat.split([t.numel() for t in tensors])):
+        tensor.detach().copy_(chunk.view_as(tensor))
+    return flat.numel() * flat.element_size()
+
+
+def _broadcast_(tensors: list[torch.Tensor], src: int) -> None:
+    """Copy rank ``src``'s values into every rank's tensors (one flat broadcast per dtype)."""
+    by_dtype: dict[torch.dtype, list[torch.Tensor]] = {}
+    for tensor in tensors:
+        by_dtype.setdefault(tensor.dtype, []).append(tensor)
+    for group in by_dtype.values():
+        flat = torch.cat([t.detach().reshape(-1) for t in group])
+        dist.broadcast(flat, src=src)
+        for tensor, chunk in zip(group, flat.split([t.numel() for t in group])):
+            tensor.detach().copy_(chunk.view_as(tensor))
