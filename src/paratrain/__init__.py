@@ -24,6 +24,8 @@ _EXPORTS = {
     "resume": "paratrain.train.fit",
     "TrainedModel": "paratrain.predict",
     "parse_formula": "paratrain.models.formula",
+    "curve_fit": "paratrain.curvefit",
+    "tune": "paratrain.tune",
 }
 
 __all__ = sorted(_EXPORTS)

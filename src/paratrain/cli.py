@@ -216,6 +216,13 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--workers", type=int, default=2, help="workers for the ddp run (2)")
     demo.add_argument("--epochs", type=int, default=5, help="epochs per run (5)")
     demo.set_defaults(handler=cmd_demo)
+
+    # Each area registers its own subcommands (their modules import torch lazily too).
+    from paratrain.curvefit.cli import add_parser as add_curvefit_parser
+    from paratrain.tune.cli import add_parsers as add_tune_parsers
+
+    add_curvefit_parser(commands)
+    add_tune_parsers(commands)
     return parser
 
 

@@ -1,0 +1,472 @@
+"""The strategy benchmark: every parallel strategy side by side, on the same data and model.
+
+One run trains each contender (single process with 1 thread and with every core,
+ddp plain and compressed, local SGD, async, hogwild) for the same epochs on the
+same Friedman #1 rows, the same MLP and the same seed, and reports per contender:
+
+* samples/s: median over epochs after the first (a warm-up) of ``samples_per_s``;
+* comm bytes per optimizer step (``comm_bytes_per_step``): after the first epoch,
+  when warm-ups (PowerSGD's plain all-reduce steps) are over, and over the whole run;
+* time to a target validation loss: ``seconds`` (training + validation of each
+  epoch, from metrics.jsonl) summed until ``val_loss <= target``; process start-up,
+  data preparation and rendezvous are not counted;
+* final validation loss, and its ratio to dense ddp's.
+
+The target is the best validation loss the reference row (one process on every
+core) reaches by the middle epoch, times ``target_slack``, unless ``target_loss`` is
+given. The best, not the middle epoch's own: near the noise floor the validation
+loss jumps a few percent from epoch to epoch, and one upward jump would make the
+target so loose that every row reaches it after its first epoch.
+Contenders alternate (A B C A B C ...) over repetitions; figures are medians.
+
+Example:
+    >>> from paratrain.bench.strategies import StrategyBenchConfig, run_strategy_benchmark, strategy_markdown_report
+    >>> result = run_strategy_benchmark(StrategyBenchConfig.quick())  # doctest: +SKIP
+    >>> print(strategy_markdown_report(result))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import statistics
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from paratrain.bench.training import Progress, _stderr, environment
+from paratrain.errors import ConfigError
+
+REFERENCE = "single"
+"""Key of the row the target loss is taken from: one process on every core."""
+EFFICIENT = ("ddp-topk", "ddp-powersgd", "localsgd")
+"""The communication-efficient rows that should beat the best single-process row."""
+CONTENDER_KEYS = ("single-1t", "single", "single-global-batch", "ddp", "ddp-fp16", "ddp-bf16", "ddp-int8",
+                  "ddp-topk", "ddp-powersgd", "localsgd", "async", "hogwild")
+
+
+@dataclass
+class StrategyBenchConfig:
+    """Sizes, contenders and target of the benchmark; validated on construction."""
+
+    rows: int = 60_000
+    """Rows of Friedman #1 data (10 features)."""
+    noise: float = 1.0
+    """Standard deviation of Friedman #1's noise (sets the floor of the validation loss)."""
+    hidden: tuple[int, ...] = (1024, 1024)
+    """MLP hidden layer sizes; (1024, 1024) has 1.06M parameters."""
+    batch_size: int = 256
+    """Rows per optimizer step on each worker (the global batch of a W-worker row is W times this)."""
+    lr: float = 1e-3
+    """Adam learning rate, everywhere."""
+    epochs: int = 8
+    """Epochs of every run; the first is a warm-up for samples/s."""
+    seed: int = 0
+    """Seed of the data, the split, the initial weights and the shuffles."""
+    val_fraction: float = 0.2
+    """Validation share of the rows."""
+    workers: int = 2
+    """Worker processes of every multi-process row."""
+    reps: int = 1
+    """Interleaved repetitions (A B C A B C ...); figures are medians over them."""
+    contenders: tuple[str, ...] = CONTENDER_KEYS
+    """Rows to run, by key; see CONTENDER_KEYS."""
+    topk_ratio: float = 0.01
+    """Share of each gradient bucket that ddp topk sends."""
+    powersgd_rank: int = 4
+    """Rank of ddp PowerSGD's approximation."""
+    powersgd_warmup: int = 10
+    """Plain all-reduce steps before PowerSGD compresses."""
+    localsgd_period: int = 8
+    """Optimizer steps between parameter averages of localsgd."""
+    max_staleness: int | None = None
+    """async: bound on how far a worker may run ahead (None: unbounded)."""
+    target_loss: float | None = None
+    """Validation loss that counts as reached; None: the reference's best by target_epoch, times target_slack."""
+    target_epoch: int | None = None
+    """The automatic target is the reference's best val_loss up to this epoch; None: the middle epoch."""
+    target_slack: float = 1.05
+    """Factor on the reference's loss for the automatic target (>= 1)."""
+
+    def __post_init__(self) -> None:
+        self.hidden, self.contenders = tuple(self.hidden), tuple(self.contenders)
+        for name, minimum in (("rows", 100), ("batch_size", 1), ("epochs", 2), ("seed", 0), ("workers", 2),
+                              ("reps", 1), ("powersgd_rank", 1), ("powersgd_warmup", 2), ("localsgd_period", 1)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+                hint = " (the first epoch is a warm-up)" if name == "epochs" else ""
+                raise ConfigError(f"{name}={value!r} must be an integer >= {minimum}{hint}")
+        unknown = [key for key in self.contenders if key not in CONTENDER_KEYS]
+        if unknown or not self.contenders:
+            raise ConfigError(f"contenders={list(self.contenders)!r} must be a non-empty subset of: "
+                              f"{', '.join(CONTENDER_KEYS)}")
+        if not 0 < self.topk_ratio <= 1:
+            raise ConfigError(f"topk_ratio={self.topk_ratio!r} must be in (0, 1]")
+        if not 0 < self.val_fraction < 0.5:
+            raise ConfigError(f"val_fraction={self.val_fraction!r} must be in (0, 0.5)")
+        if self.lr <= 0 or self.noise < 0:
+            raise ConfigError(f"lr={self.lr!r} must be > 0 and noise={self.noise!r} >= 0")
+        if self.target_loss is not None and not self.target_loss > 0:
+            raise ConfigError(f"target_loss={self.target_loss!r} must be > 0, or None to choose it from the reference")
+        if self.target_epoch is not None and not 1 <= self.target_epoch <= self.epochs:
+            raise ConfigError(f"target_epoch={self.target_epoch!r} must be in [1, epochs={self.epochs}]")
+        if self.target_slack < 1:
+            raise ConfigError(f"target_slack={self.target_slack!r} must be >= 1")
+
+    @classmethod
+    def quick(cls, **overrides: Any) -> "StrategyBenchConfig":
+        """A small version (10,000 rows, MLP 128-128, 3 epochs) of every row, in a minute or two."""
+        return cls(**{"rows": 10_000, "hidden": (128, 128), "epochs": 3, **overrides})
+
+    @property
+    def resolved_target_epoch(self) -> int:
+        return self.target_epoch or math.ceil(self.epochs / 2)
+
+
+@dataclass(frozen=True)
+class Contender:
+    """One row: a label and the fit() fields that differ from the shared ones."""
+
+    key: str
+    label: str
+    workers: int
+    threads: int
+    batch_size: int
+    """Rows per step on each worker."""
+    fields: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def global_batch(self) -> int:
+        return self.workers * self.batch_size
+
+
+def build_contenders(config: StrategyBenchConfig) -> list[Contender]:
+    """The rows config.contenders asks for, in the order given there."""
+    cores = _cores()
+    w, b, per_worker = config.workers, config.batch_size, max(1, cores // config.workers)
+
+    def parallel(key: str, label: str, strategy: str, **extra: Any) -> Contender:
+        return Contender(key, label, w, per_worker, b, {"strategy": strategy, "workers": w, **extra})
+
+    staleness = "" if config.max_staleness is None else f" (max staleness {config.max_staleness})"
+    every = {
+        "single-1t": Contender("single-1t", "single, 1 thread", 1, 1, b, {"strategy": "single"}),
+        "single": Contender("single", f"single, {cores} threads", 1, cores, b, {"strategy": "single"}),
+        "single-global-batch": Contender("single-global-batch", f"single, {cores} threads, batch {w * b}",
+                                         1, cores, w * b, {"strategy": "single"}),
+        "ddp": parallel("ddp", "ddp", "ddp"),
+        "ddp-fp16": parallel("ddp-fp16", "ddp fp16", "ddp", compress="fp16"),
+        "ddp-bf16": parallel("ddp-bf16", "ddp bf16", "ddp", compress="bf16"),
+        "ddp-int8": parallel("ddp-int8", "ddp int8", "ddp", compress="int8"),
+        "ddp-topk": parallel("ddp-topk", f"ddp topk:{config.topk_ratio:g}", "ddp",
+                             compress=f"topk:{config.topk_ratio:g}"),
+        "ddp-powersgd": parallel("ddp-powersgd", f"ddp powersgd:{config.powersgd_rank}", "ddp",
+                                 compress=f"powersgd:{config.powersgd_rank}", powersgd_warmup=config.powersgd_warmup),
+        "localsgd": parallel("localsgd", f"localsgd:{config.localsgd_period}", f"localsgd:{config.localsgd_period}"),
+        "async": parallel("async", f"async{staleness}", "async", max_staleness=config.max_staleness),
+        "hogwild": parallel("hogwild", "hogwild", "hogwild"),
+    }
+    return [every[key] for key in config.contenders]
+
+
+@dataclass
+class StrategyRun:
+    """Every repetition of one contender: its metrics.jsonl records and what the run cost."""
+
+    contender: Contender
+    records: list[list[dict[str, Any]]] = field(default_factory=list)
+    """Per repetition, the per-epoch records of metrics.jsonl."""
+    wall_seconds: list[float] = field(default_factory=list)
+    """Per repetition, fit()'s wall time (start-up, data preparation and teardown included)."""
+    load_average: list[float] = field(default_factory=list)
+    """Per repetition, the 1-minute load average when the run ended."""
+
+    @property
+    def samples_per_s(self) -> float:
+        """Median samples/s of the epochs after each repetition's first."""
+        return statistics.median(r["samples_per_s"] for rep in self.records for r in rep[1:])
+
+    def bytes_per_step(self, after_first_epoch: bool = True) -> float | None:
+        """Mean comm bytes per optimizer step, after the first epoch or over the run; None: no figure."""
+        values = [[r["comm_bytes_per_step"] for r in rep[1 if after_first_epoch else 0:] if "comm_bytes_per_step" in r]
+                  for rep in self.records]
+        means = [statistics.fmean(rep) for rep in values if rep]
+        return statistics.median(means) if means else None
+
+    @property
+    def final_val_loss(self) -> float:
+        return statistics.median(rep[-1]["val_loss"] for rep in self.records)
+
+    def best_val_loss_by(self, epoch: int) -> float:
+        """Median over repetitions of the lowest val_loss of epochs 1..epoch."""
+        return statistics.median(min(r["val_loss"] for r in rep[:epoch]) for rep in self.records)
+
+    def tail_val_loss(self, epochs: int = 3) -> float:
+        """Median over repetitions of the mean val_loss of the last ``epochs`` epochs (less noisy than the final)."""
+        return statistics.median(statistics.fmean(r["val_loss"] for r in rep[-epochs:]) for rep in self.records)
+
+    def epochs_to_target(self, target: float) -> list[int | None]:
+        """Per repetition, the 1-based epoch whose val_loss first is <= target (None: never)."""
+        return [next((i for i, r in enumerate(rep, start=1) if r["val_loss"] <= target), None) for rep in self.records]
+
+    def seconds_to_target(self, target: float) -> float | None:
+        """Median summed epoch seconds up to the target; None unless every repetition reached it."""
+        epochs = self.epochs_to_target(target)
+        if not epochs or None in epochs:
+            return None
+        return statistics.median(sum(r["seconds"] for r in rep[:n]) for rep, n in zip(self.records, epochs))
+
+    def to_dict(self, target: float) -> dict[str, Any]:
+        return {
+            **asdict(self.contender),
+            "global_batch": self.contender.global_batch,
+            "samples_per_s": self.samples_per_s,
+            "comm_bytes_per_step_after_epoch_1": self.bytes_per_step(True),
+            "comm_bytes_per_step_whole_run": self.bytes_per_step(False),
+            "epochs_to_target": self.epochs_to_target(target),
+            "seconds_to_target": self.seconds_to_target(target),
+            "final_val_loss": self.final_val_loss,
+            "last_3_epochs_mean_val_loss": self.tail_val_loss(),
+            "wall_seconds": self.wall_seconds,
+            "load_average": self.load_average,
+            "records": self.records,
+        }
+
+
+@dataclass
+class Expectation:
+    """A claim from the issue, what was measured, and whether it holds (None: cannot tell)."""
+
+    claim: str
+    measured: str
+    holds: bool | None
+
+
+@dataclass
+class StrategyBenchResult:
+    """Everything one benchmark run measured; ``to_dict`` is the JSON report."""
+
+    config: StrategyBenchConfig
+    runs: dict[str, StrategyRun]
+    target_loss: float
+    target_source: str
+    environment: dict[str, Any] = field(default_factory=dict)
+    wall_seconds: float = 0.0
+    load_average: dict[str, list[float]] = field(default_factory=dict)
+
+    def dense_ratio(self, key: str, after_first_epoch: bool = True) -> float | None:
+        """Dense ddp's bytes per step over this row's (how many times fewer bytes it sends)."""
+        dense, run = self.runs.get("ddp"), self.runs.get(key)
+        mine = run.bytes_per_step(after_first_epoch) if run else None
+        theirs = dense.bytes_per_step(after_first_epoch) if dense else None
+        return theirs / mine if mine and theirs else None
+
+    def loss_vs_dense(self, key: str, tail: bool = False) -> float | None:
+        """This row's final val_loss over dense ddp's (tail: the means of the last 3 epochs)."""
+        if "ddp" not in self.runs:
+            return None
+        mine, dense = self.runs[key], self.runs["ddp"]
+        return mine.tail_val_loss() / dense.tail_val_loss() if tail else mine.final_val_loss / dense.final_val_loss
+
+    def best(self, keys: tuple[str, ...] | list[str]) -> tuple[str, float] | None:
+        """The row among ``keys`` with the shortest time to target, and that time."""
+        times = [(key, self.runs[key].seconds_to_target(self.target_loss)) for key in keys if key in self.runs]
+        times = [(key, seconds) for key, seconds in times if seconds is not None]
+        return min(times, key=lambda item: item[1]) if times else None
+
+    def expectations(self) -> list[Expectation]:
+        return _expectations(self)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "config": {**asdict(self.config), "hidden": list(self.config.hidden),
+                       "contenders": list(self.config.contenders)},
+            "environment": self.environment,
+            "wall_seconds": self.wall_seconds,
+            "load_average": self.load_average,
+            "target_loss": self.target_loss,
+            "target_source": self.target_source,
+            "notes": {"seconds_to_target": "sum of metrics.jsonl `seconds` (train + validation of each epoch, rank 0) "
+                                           "until val_loss <= target; process start-up not counted",
+                      "samples_per_s": "median over epochs after the first of metrics.jsonl `samples_per_s`"},
+            "rows": {key: run.to_dict(self.target_loss) for key, run in self.runs.items()},
+            "expectations": [asdict(item) for item in self.expectations()],
+        }
+
+
+def run_strategy_benchmark(config: StrategyBenchConfig, progress: Progress = _stderr,
+                           workdir: str | os.PathLike | None = None) -> StrategyBenchResult:
+    """Run every contender ``config.reps`` times, interleaved; run directories go to ``workdir``."""
+    if workdir is None:
+        with tempfile.TemporaryDirectory(prefix="paratrain-bench-strategies-") as scratch:
+            return run_strategy_benchmark(config, progress, scratch)
+    from paratrain.demo import friedman1_frame
+
+    started, load_before = time.perf_counter(), list(os.getloadavg())
+    contenders = build_contenders(config)
+    _warn_about_threads(contenders, progress)
+    frame = friedman1_frame(config.rows, seed=config.seed, noise=config.noise)
+    progress(f"{config.rows:,} rows, MLP {'-'.join(map(str, config.hidden))} ({parameter_count(config):,} parameters), "
+             f"{config.epochs} epochs x {len(contenders)} rows x {config.reps} reps; load average "
+             + "/".join(f"{value:.2f}" for value in load_before))
+    runs = {contender.key: StrategyRun(contender) for contender in contenders}
+    for rep in range(config.reps):
+        for contender in contenders:
+            _run_one(config, contender, runs[contender.key], frame, Path(workdir) / f"{contender.key}-{rep}")
+            run = runs[contender.key]
+            last = run.records[-1]
+            progress(f"rep {rep + 1}/{config.reps} {contender.label}: final val_loss {last[-1]['val_loss']:.4f}, "
+                     f"{statistics.median(r['samples_per_s'] for r in last[1:]):,.0f} samples/s, "
+                     f"{run.wall_seconds[-1]:.1f} s wall (load average {run.load_average[-1]:.1f})")
+    target, source = _choose_target(config, runs)
+    progress(f"target val_loss {target:.4f} ({source})")
+    return StrategyBenchResult(config, runs, target, source, environment=_environment(),
+                               wall_seconds=time.perf_counter() - started,
+                               load_average={"start": load_before, "end": list(os.getloadavg())})
+
+
+def _run_one(config: StrategyBenchConfig, contender: Contender, run: StrategyRun, frame: pd.DataFrame,
+             out: Path) -> None:
+    from paratrain.config import FitConfig
+    from paratrain.train import rundir
+    from paratrain.train.fit import fit
+    from paratrain.train.metrics import MetricsLog
+
+    fields = {"target": "y", "model": "mlp", "hidden": list(config.hidden), "optimizer": "adam", "lr": config.lr,
+              "schedule": "none", "seed": config.seed, "epochs": config.epochs, "val_fraction": config.val_fraction,
+              "checkpoint_every": 0, "verbosity": 0, "out": str(out),
+              "batch_size": contender.batch_size, "threads": contender.threads, **contender.fields}
+    started = time.perf_counter()
+    result = fit(FitConfig.from_dict(fields), data=frame)
+    run.wall_seconds.append(time.perf_counter() - started)
+    run.load_average.append(os.getloadavg()[0])
+    run.records.append(MetricsLog(Path(result.run_dir) / rundir.METRICS_FILE).read())
+
+
+def _choose_target(config: StrategyBenchConfig, runs: dict[str, StrategyRun]) -> tuple[float, str]:
+    if config.target_loss is not None:
+        return config.target_loss, "given"
+    key = REFERENCE if REFERENCE in runs else next(iter(runs))
+    epoch = config.resolved_target_epoch
+    loss = runs[key].best_val_loss_by(epoch)
+    return loss * config.target_slack, (f"best val_loss of '{runs[key].contender.label}' in epochs 1-{epoch} "
+                                        f"({loss:.4f}) x {config.target_slack:g}")
+
+
+def _warn_about_threads(contenders: list[Contender], progress: Progress) -> None:
+    # Workers paratrain launches get OMP_WAIT_POLICY=PASSIVE; a several-thread run
+    # in this process without it spins, and on a loaded machine thrashes (seen 7x).
+    if any(c.workers == 1 and c.threads > 1 for c in contenders) and os.environ.get("OMP_WAIT_POLICY") != "PASSIVE":
+        progress("warning: OMP_WAIT_POLICY is not PASSIVE in this process, unlike the workers paratrain launches; "
+                 "multi-thread single rows may thrash on a loaded machine (the benchmark script sets it)")
+
+
+def _environment() -> dict[str, Any]:
+    return {**environment(), "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY")}
+
+
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def parameter_count(config: StrategyBenchConfig, features: int = 10) -> int:
+    """Parameters of the MLP: weights and biases of every Linear layer, 1 output."""
+    sizes = [features, *config.hidden, 1]
+    return sum(a * b + b for a, b in zip(sizes, sizes[1:]))
+
+
+def _expectations(result: StrategyBenchResult) -> list[Expectation]:
+    config, runs, items = result.config, result.runs, []
+    for key in ("ddp-topk", "ddp-powersgd"):
+        if key in runs:
+            ratio, loss = result.dense_ratio(key), result.loss_vs_dense(key)
+            label = runs[key].contender.label
+            # topk:0.01 sends 8 bytes (index, value) per kept entry against dense's 4: exactly
+            # 50x before k is rounded up per bucket, hence the 1% tolerance.
+            items.append(Expectation(f"{label} sends >= 50x fewer bytes/step than ddp (after epoch 1; 1% tolerance)",
+                                     _times(ratio) + f" (whole run {_times(result.dense_ratio(key, False))})",
+                                     None if ratio is None else ratio >= 0.99 * 50))
+            tail = _percent(result.loss_vs_dense(key, tail=True))
+            items.append(Expectation(f"{label} final val_loss within 2% of ddp's",
+                                     f"{_percent(loss)} (mean of the last 3 epochs: {tail})",
+                                     None if loss is None else abs(loss - 1) <= 0.02))
+    if "localsgd" in runs:
+        ratio = result.dense_ratio("localsgd", False)
+        items.append(Expectation(f"localsgd:{config.localsgd_period} sends {config.localsgd_period}x fewer bytes/step "
+                                 "than ddp (whole run, within 5%)", _times(ratio),
+                                 None if ratio is None else ratio >= 0.95 * config.localsgd_period))
+    fast, single = result.best(EFFICIENT), result.best([k for k, r in runs.items() if r.contender.workers == 1])
+    if any(key in runs for key in EFFICIENT) and any(r.contender.workers == 1 for r in runs.values()):
+        speedup = single[1] / fast[1] if fast and single else None
+        measured = (f"{runs[fast[0]].contender.label} {fast[1]:.2f} s vs {runs[single[0]].contender.label} "
+                    f"{single[1]:.2f} s: {_times(speedup)}" if speedup else "a row did not reach the target")
+        items.append(Expectation("best of topk/powersgd/localsgd reaches the target >= 1.15x sooner than the best "
+                                 "single-process row", measured, None if speedup is None else speedup >= 1.15))
+    return items
+
+
+def strategy_markdown_report(result: StrategyBenchResult) -> str:
+    """The config line, one row per contender, the expectations, and each row's loss curve."""
+    config, target = result.config, result.target_loss
+    lines = [_config_line(result), "",
+             "| row | workers x threads | batch per worker (global) | samples/s | comm bytes/step after epoch 1 "
+             "(whole run) | fewer bytes than ddp | time to target, s (epochs) | final val_loss | vs ddp |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for key, run in result.runs.items():
+        c, seconds = run.contender, run.seconds_to_target(target)
+        epochs = [e for e in run.epochs_to_target(target) if e is not None]
+        reached = f"{seconds:.2f} ({statistics.median(epochs):g})" if seconds is not None else "not reached"
+        sent = f"{_bytes(run.bytes_per_step(True))} ({_bytes(run.bytes_per_step(False))})"
+        lines.append(f"| {c.label} | {c.workers} x {c.threads} | {c.batch_size} ({c.global_batch}) "
+                     f"| {run.samples_per_s:,.0f} | {sent} "
+                     f"| {_times(result.dense_ratio(key))} | {reached} | {run.final_val_loss:.4f} "
+                     f"| {_percent(result.loss_vs_dense(key))} |")
+    lines += ["", "| expectation | measured | holds |", "|---|---|---|"]
+    lines += [f"| {e.claim} | {e.measured} | {'-' if e.holds is None else ('yes' if e.holds else 'no')} |"
+              for e in result.expectations()]
+    lines += ["", "| row | val_loss after each epoch (rep 1) | seconds of each epoch (rep 1) | fit() wall s |",
+              "|---|---|---|---|"]
+    for run in result.runs.values():
+        losses = " ".join(f"{record['val_loss']:.4f}" for record in run.records[0])
+        seconds = " ".join(f"{record['seconds']:.2f}" for record in run.records[0])
+        walls = " ".join(f"{wall:.1f}" for wall in run.wall_seconds)
+        lines.append(f"| {run.contender.label} | {losses} | {seconds} | {walls} |")
+    return "\n".join(lines)
+
+
+def _config_line(result: StrategyBenchResult) -> str:
+    config, load = result.config, result.load_average
+    return (f"Friedman #1 (noise {config.noise:g}), {config.rows:,} rows ({config.val_fraction:.0%} validation), MLP "
+            f"{'-'.join(map(str, config.hidden))} ({parameter_count(config):,} parameters), Adam lr {config.lr:g}, "
+            f"{config.epochs} epochs, seed {config.seed}, {config.workers} workers per parallel row, "
+            f"{config.reps} interleaved rep(s), medians. samples/s: epochs after the first. Target val_loss "
+            f"{result.target_loss:.4f} ({result.target_source}); time to target sums each epoch's train + "
+            f"validation seconds (resolution: one epoch), process start-up excluded. "
+            f"OMP_WAIT_POLICY={result.environment.get('omp_wait_policy')}. "
+            f"Wall time {result.wall_seconds:.0f} s; load average {_load(load.get('start'))} at start, "
+            f"{_load(load.get('end'))} at end ({result.environment.get('cores')} cores).")
+
+
+def _bytes(value: float | None) -> str:
+    if value is None:
+        return "-"
+    for unit, size in (("MiB", 1024 ** 2), ("KiB", 1024)):
+        if value >= size:
+            return f"{value / size:.2f} {unit}"
+    return f"{value:.0f} B"
+
+
+def _times(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}x"
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{value - 1:+.1%}"
+
+
+def _load(values: list[float] | None) -> str:
+    return "?" if not values else "/".join(f"{value:.2f}" for value in values)

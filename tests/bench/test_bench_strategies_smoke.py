@@ -1,0 +1,97 @@
+"""The strategy benchmark runs end to end at a tiny size and reports well-formed figures.
+
+No speed is asserted: on a shared machine that is the benchmark's job, not a test's.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from paratrain.bench.strategies import (
+    CONTENDER_KEYS,
+    StrategyBenchConfig,
+    run_strategy_benchmark,
+    strategy_markdown_report,
+)
+from paratrain.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[2]
+ROWS = ("single", "ddp", "ddp-topk", "localsgd")
+
+
+def _tiny(**overrides) -> StrategyBenchConfig:
+    values = {"rows": 2000, "hidden": (32,), "epochs": 2, "contenders": ROWS, "localsgd_period": 2}
+    return StrategyBenchConfig.quick(**{**values, **overrides})
+
+
+def _positive(value) -> bool:
+    return isinstance(value, float) and math.isfinite(value) and value > 0
+
+
+@pytest.mark.timeout(300)
+def test_tiny_benchmark_reports_every_row(tmp_path):
+    lines: list[str] = []
+    result = run_strategy_benchmark(_tiny(), progress=lines.append, workdir=tmp_path)
+
+    assert list(result.runs) == list(ROWS)
+    for run in result.runs.values():
+        assert len(run.records) == 1 and [r["epoch"] for r in run.records[0]] == [1, 2]
+        assert _positive(run.samples_per_s) and _positive(run.final_val_loss)
+        assert len(run.wall_seconds) == 1 and run.wall_seconds[0] > 0
+    assert result.runs["single"].bytes_per_step() is None  # one process sends nothing
+    for key in ("ddp", "ddp-topk", "localsgd"):
+        assert _positive(result.runs[key].bytes_per_step()) and _positive(result.dense_ratio(key))
+        assert result.runs[key].contender.workers == 2
+    assert result.dense_ratio("ddp") == pytest.approx(1.0)
+    assert result.dense_ratio("ddp-topk") > 10  # 1% of the entries at 8 bytes each
+    # The automatic target is the reference's loss at the middle epoch (1 of 2), x 1.05: reached then.
+    assert result.target_loss == pytest.approx(result.runs["single"].records[0][0]["val_loss"] * 1.05)
+    assert result.runs["single"].epochs_to_target(result.target_loss) == [1]
+    assert _positive(result.runs["single"].seconds_to_target(result.target_loss))
+    assert any("topk:0.01" in item.claim for item in result.expectations())
+    assert lines, "progress lines were reported"
+
+    report = json.loads(json.dumps(result.to_dict()))  # plain JSON all the way down
+    assert set(report) >= {"config", "environment", "target_loss", "rows", "expectations", "load_average"}
+    assert set(report["rows"]["ddp-topk"]) >= {"samples_per_s", "comm_bytes_per_step_after_epoch_1",
+                                               "seconds_to_target", "final_val_loss", "records"}
+    table = strategy_markdown_report(result)
+    assert "| ddp topk:0.01 | 2 x" in table and "| expectation | measured | holds |" in table
+
+
+@pytest.mark.timeout(300)
+def test_script_prints_a_table_and_writes_json(tmp_path):
+    out = tmp_path / "bench.json"
+    command = [sys.executable, str(ROOT / "benchmarks" / "bench_strategies.py"), "--quick", "--rows", "1500",
+               "--hidden", "16", "--epochs", "2", "--only", "single-1t,ddp-powersgd", "--powersgd-warmup", "2",
+               "--target-loss", "100", "--workdir", str(tmp_path / "runs"), "--json", str(out)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=280)
+    assert done.returncode == 0, done.stderr
+    assert "| row | workers x threads |" in done.stdout and "| ddp powersgd:4 |" in done.stdout
+    assert "[bench] config:" in done.stderr
+    report = json.loads(out.read_text())
+    assert report["config"]["rows"] == 1500 and report["target_loss"] == 100
+    assert report["rows"]["single-1t"]["epochs_to_target"] == [1]
+    assert report["rows"]["ddp-powersgd"]["comm_bytes_per_step_whole_run"] > 0
+
+
+@pytest.mark.parametrize("field, value", [("epochs", 1), ("workers", 1), ("contenders", ("ddp", "nccl")),
+                                          ("topk_ratio", 0.0), ("target_epoch", 9), ("target_slack", 0.5)])
+def test_config_rejects_bad_values_naming_the_field(field, value):
+    with pytest.raises(ConfigError, match=field):
+        StrategyBenchConfig(**{field: value})
+
+
+def test_every_contender_key_builds_a_valid_fit_config():
+    from paratrain.bench.strategies import build_contenders
+    from paratrain.config import FitConfig
+
+    for contender in build_contenders(StrategyBenchConfig()):
+        assert contender.key in CONTENDER_KEYS
+        FitConfig.from_dict({"target": "y", **contender.fields})  # validates strategy, compress, workers
