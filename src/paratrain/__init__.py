@@ -26,6 +26,7 @@ _EXPORTS = {
     "parse_formula": "paratrain.models.formula",
     "curve_fit": "paratrain.curvefit",
     "tune": "paratrain.tune",
+    "TuneResult": "paratrain.tune.api",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -1,0 +1,362 @@
+"""The study: what it stores, where it lives, and how a worker runs trials in it.
+
+Everything a worker needs (objective, space, sampler, pruner, budget) is a
+:class:`StudySpec` kept in the study's user_attrs, so that a worker on another
+machine needs only the storage and the study name.
+
+Budget: ``trials`` counts COMPLETE and PRUNED trials. A worker starts a trial
+only while COMPLETE+PRUNED+RUNNING+WAITING is below it, checked and claimed
+under a lock (a file lock for the journal file, an advisory lock on
+PostgreSQL), so parallel workers never overshoot. A FAIL trial (a killed
+worker, an error) does not count, so its budget is used again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from paratrain.errors import ConfigError, ParatrainError
+from paratrain.tune.locks import JournalFlock, budget_lock  # noqa: F401 - budget_lock is part of this API
+
+SPEC_ATTR = "paratrain"
+"""The study user_attr that holds the StudySpec."""
+OWNER_ATTR = "worker"
+"""Trial user_attr naming the process that runs it: host:pid:start-ticks (and 'worker_name': host-coordinator
+pid-slot-restart, which says which search or tune-worker started it)."""
+HEARTBEAT_S = 10
+GRACE_S = 60
+"""RDB heartbeat: a trial without a beat for this long is failed by the next worker that looks."""
+COUNTED_STATES = ("COMPLETE", "PRUNED")
+
+
+class TuneError(ParatrainError, RuntimeError):
+    """A search cannot go on: trials keep failing, or a worker cannot start."""
+
+
+@dataclass
+class StudySpec:
+    """What a study searches and how; JSON-friendly, stored in the study."""
+
+    objective: dict[str, Any]
+    """{'kind': 'function', 'ref': 'module:function'} or {'kind': 'model', 'model': NAME, 'fixed': {fit fields}}."""
+    space: dict[str, Any]
+    sampler: str = "tpe"
+    pruner: str = "none"
+    trials: int = 64
+    objectives: tuple[str, ...] = ("value",)
+    """Names of the values the objective returns; all are minimized."""
+    seed: int = 0
+    sampler_options: dict[str, Any] = field(default_factory=dict)
+    pruner_options: dict[str, Any] = field(default_factory=dict)
+    max_resource: int | None = None
+    """Most epochs (pruner steps) a trial runs."""
+    workers_per_trial: int = 1
+    out: str | None = None
+    """Study directory on the machine that created the study."""
+    stop_value: float | None = None
+    """Start no more trials once a COMPLETE trial's first value is at or below this."""
+
+    IDENTITY = ("objective", "space", "objectives")
+    """Fields that must match when a study is continued; the rest may change between runs."""
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["objectives"] = list(self.objectives)
+        return out
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "StudySpec":
+        known = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in values.items() if k in known}
+        values["objectives"] = tuple(values.get("objectives", ("value",)))
+        return cls(**values)
+
+    @property
+    def directions(self) -> list[str]:
+        return ["minimize"] * len(self.objectives)
+
+
+def is_url(ref: str) -> bool:
+    return "://" in ref
+
+
+def open_storage(ref: str | None) -> Any:
+    """In memory (None), an RDB URL (postgresql://, sqlite:///) or a journal file path."""
+    import optuna
+
+    if ref is None:
+        return optuna.storages.InMemoryStorage()
+    if not is_url(ref):
+        from optuna.storages.journal import JournalFileBackend
+
+        return optuna.storages.JournalStorage(JournalFileBackend(str(ref), lock_obj=JournalFlock(f"{ref}.flock")))
+    url = ref
+    if ref.startswith("postgresql://"):
+        # SQLAlchemy 2.1 defaults to the psycopg 3 driver; we ship psycopg2-binary: name it.
+        url = "postgresql+psycopg2://" + ref[len("postgresql://"):]
+    if url.startswith("postgresql+psycopg2"):
+        try:
+            import psycopg2  # noqa: F401
+        except ImportError:
+            raise ConfigError(f"storage {redact(ref)} needs the PostgreSQL driver: pip install psycopg2-binary") from None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeat: 'experimental'
+            # The heartbeat lets a worker on any machine fail the trials of a worker that died.
+            return optuna.storages.RDBStorage(url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
+                                              engine_kwargs={"pool_pre_ping": True})
+    except Exception as exc:  # SQLAlchemy raises many kinds; the user needs the one line
+        message = " ".join(str(exc).split())[:300]
+        raise ConfigError(f"cannot open storage {redact(ref)}: {message}") from None
+
+
+def redact(url: str) -> str:
+    """A URL without its password, for messages."""
+    scheme, sep, rest = url.partition("://")
+    if sep and "@" in rest:
+        credentials, _, host = rest.rpartition("@")
+        user = credentials.split(":", 1)[0]
+        return f"{scheme}://{user}:***@{host}" if ":" in credentials else url
+    return url
+
+
+def load_spec(study: Any) -> StudySpec:
+    values = study.user_attrs.get(SPEC_ATTR)
+    if values is None:
+        raise ConfigError(f"study '{study.study_name}' was not created by paratrain tune (no '{SPEC_ATTR}' user_attr)")
+    return StudySpec.from_dict(values)
+
+
+def create_or_continue(storage: Any, study_name: str, spec: StudySpec) -> Any:
+    """Create the study, or continue it when its stored spec agrees with this one."""
+    import optuna
+
+    study = optuna.create_study(storage=storage, study_name=study_name, directions=spec.directions,
+                                load_if_exists=True)
+    stored = study.user_attrs.get(SPEC_ATTR)
+    if stored is not None:
+        previous = StudySpec.from_dict(stored)
+        for name in StudySpec.IDENTITY:
+            difference = _first_difference(getattr(previous, name), getattr(spec, name), name)
+            if difference:
+                raise ConfigError(f"study '{study_name}' already exists with another {difference}; continue it "
+                                  "with the same settings, or choose another --out / --study-name")
+    study.set_user_attr(SPEC_ATTR, spec.to_dict())
+    return study
+
+
+def _first_difference(old: Any, new: Any, path: str) -> str | None:
+    """'objective.fixed.train.epochs: 3, now 5' for the first nested value that differs."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        for key in list(old) + [k for k in new if k not in old]:
+            found = _first_difference(old.get(key), new.get(key), f"{path}.{key}")
+            if found:
+                return found
+        return None
+    if isinstance(old, (list, tuple)) and isinstance(new, (list, tuple)) and list(old) == list(new):
+        return None
+    return None if old == new else f"{path}: {old!r}, now {new!r}"
+
+
+def load_study(storage: Any, study_name: str, spec: StudySpec, worker: str) -> Any:
+    """The study with this worker's own sampler and the study's pruner."""
+    import optuna
+
+    from paratrain.tune.samplers import build_pruner, build_sampler
+    from paratrain.tune.space import SearchSpace
+
+    sampler = build_sampler(spec.sampler, SearchSpace.from_dict(spec.space), spec.seed, len(spec.objectives),
+                            spec.trials, spec.sampler_options, worker)
+    pruner = build_pruner(spec.pruner, spec.max_resource, spec.pruner_options)
+    return optuna.load_study(study_name=study_name, storage=storage, sampler=sampler, pruner=pruner)
+
+
+def count_states(study: Any) -> dict[str, int]:
+    """Trials per state name, e.g. {'COMPLETE': 3, 'RUNNING': 1}."""
+    counts: dict[str, int] = {}
+    for trial in study.get_trials(deepcopy=False):
+        counts[trial.state.name] = counts.get(trial.state.name, 0) + 1
+    return counts
+
+
+def claimed(counts: dict[str, int]) -> int:
+    """Trials that use budget: done (COMPLETE, PRUNED) or under way (RUNNING, WAITING)."""
+    return sum(counts.get(state, 0) for state in ("COMPLETE", "PRUNED", "RUNNING", "WAITING"))
+
+
+def reached(study: Any, stop_value: float | None) -> bool:
+    """True when some COMPLETE trial's first value is at or below ``stop_value``."""
+    if stop_value is None:
+        return False
+    from optuna.trial import TrialState
+
+    return any(t.values[0] <= stop_value for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+
+
+def done(counts: dict[str, int]) -> int:
+    return sum(counts.get(state, 0) for state in COUNTED_STATES)
+
+
+# --- which process owns a trial ---------------------------------------------------------
+
+def _proc_stat(pid: int) -> list[str]:
+    """Fields of /proc/PID/stat after the command name: [state, ppid, ...]; [] if unreadable."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rpartition(")")[2].split()
+    except OSError:
+        return []
+
+
+def _start_ticks(pid: int) -> str:
+    """The process's start time in clock ticks: with the pid, names a process even after pid reuse."""
+    fields = _proc_stat(pid)
+    return fields[19] if len(fields) > 19 else "?"
+
+
+def owner_tag(pid: int | None = None) -> str:
+    pid = pid or os.getpid()
+    return f"{socket.gethostname()}:{pid}:{_start_ticks(pid)}"
+
+
+def owner_alive(tag: str) -> bool | None:
+    """True/False for a process on this host; None when it runs elsewhere (we cannot tell)."""
+    host, _, rest = tag.partition(":")
+    pid_text, _, ticks = rest.partition(":")
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return None
+    pid = int(pid_text)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    fields = _proc_stat(pid)
+    if fields and fields[0] in ("Z", "X"):  # a zombie: killed, not yet reaped by its (dead) parent's heir
+        return False
+    return ticks in ("?", _start_ticks(pid))
+
+
+def fail_dead_trials(study: Any, dead_pids: set[int] | None = None, lock: Any = None,
+                     unowned_after_s: float = 120.0) -> list[int]:
+    """Mark FAIL the RUNNING trials whose process on this host is gone; returns their numbers.
+
+    ``dead_pids``: processes known to be dead (a worker we saw exit). Trials owned by another
+    host are left to that host (or, on an RDB, to the heartbeat). A trial with no owner yet
+    was created by a worker holding the budget lock, which names the owner before letting
+    go: so if ``lock`` (the budget lock) can be taken, such a trial's worker died inside
+    ``ask()``. Without a lock, an unowned trial is failed after ``unowned_after_s``.
+    """
+    from optuna.trial import TrialState
+
+    failed = []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        tag = trial.user_attrs.get(OWNER_ATTR)
+        if tag is None:
+            continue
+        pid = int(tag.split(":")[1]) if tag.split(":")[1].isdigit() else -1
+        alive = owner_alive(tag)
+        if alive is False or (dead_pids is not None and pid in dead_pids and alive is not None):
+            failed += _fail(study, trial, f"worker {tag} died")
+    unowned = [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+               if OWNER_ATTR not in t.user_attrs]
+    if not unowned:
+        return failed
+    if lock is None:
+        old = [t for t in unowned if t.datetime_start and time.time() - t.datetime_start.timestamp() > unowned_after_s]
+        for trial in old:
+            failed += _fail(study, trial, "its worker died before naming itself")
+        return failed
+    lock.acquire()
+    try:
+        for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if OWNER_ATTR not in trial.user_attrs:
+                failed += _fail(study, trial, "its worker died before naming itself")
+    finally:
+        lock.release()
+    return failed
+
+
+def _fail(study: Any, trial: Any, reason: str) -> list[int]:
+    from optuna.exceptions import UpdateFinishedTrialError
+    from optuna.trial import TrialState
+
+    try:
+        study._storage.set_trial_user_attr(trial._trial_id, "failed_because", reason)
+        study._storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
+        return [trial.number]
+    except UpdateFinishedTrialError:  # it finished after all, or another process failed it first
+        return []
+
+
+def fail_stale_rdb_trials(study: Any) -> None:
+    """Optuna's heartbeat check: RUNNING trials on an RDB whose worker stopped beating become FAIL."""
+    import optuna
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+
+
+# --- one worker's loop -------------------------------------------------------------------
+
+def run_trials(study: Any, spec: StudySpec, objective: Callable[[dict, Any], Any], lock: Any,
+               on_trial_end: Callable[[Any], None] | None = None, max_failures_in_a_row: int = 3,
+               worker_name: str | None = None) -> None:
+    """Run trials until the budget is claimed; raise TuneError after repeated failures.
+
+    The lock is taken before asking for a trial and released by the objective as soon as
+    the new trial is RUNNING (so it counts): checking the budget and claiming it are one step.
+    """
+    import optuna
+
+    from paratrain.tune.space import SearchSpace
+
+    space = SearchSpace.from_dict(spec.space)
+    tag = owner_tag()
+    finished: list[Any] = []
+
+    def wrapped(trial: Any) -> Any:
+        # Owner first, then the lock: a RUNNING trial without an owner can only be one whose
+        # process died inside ask() (see fail_dead_trials).
+        trial.set_user_attr(OWNER_ATTR, tag)
+        if worker_name:
+            trial.set_user_attr("worker_name", worker_name)
+        lock.release()
+        params = space.suggest(trial)
+        try:
+            return objective(params, trial)
+        except optuna.TrialPruned:
+            raise
+        except Exception as exc:
+            trial.set_user_attr("error", f"{type(exc).__name__}: {' '.join(str(exc).split())}"[:500])
+            raise
+
+    def remember(study: Any, trial: Any) -> None:
+        finished.append(trial)
+        if on_trial_end is not None:
+            on_trial_end(trial)
+
+    failures = 0
+    while True:
+        lock.acquire()
+        try:
+            if claimed(count_states(study)) >= spec.trials or reached(study, spec.stop_value):
+                return
+            study.optimize(wrapped, n_trials=1, catch=(Exception,), callbacks=[remember])
+        finally:
+            lock.release()
+        if not finished:
+            continue
+        last = finished[-1]
+        failures = failures + 1 if last.state.name == "FAIL" else 0
+        if failures >= max_failures_in_a_row:
+            error = last.user_attrs.get("error", "no error message")
+            raise TuneError(f"{failures} trials in a row failed; the last, trial {last.number}, with {error}")

@@ -1,0 +1,54 @@
+"""The Python API: scikit-learn models, DataFrames, data-parallel trials."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pytest
+
+from paratrain.tune import SklearnRun, tune
+from tests.conftest import regression_frame
+
+
+@pytest.mark.timeout(180)
+def test_sklearn_model_with_its_default_space_and_a_dataframe(tmp_path):
+    frame = regression_frame(rows=200)
+    log = io.StringIO()
+    result = tune(data=frame, target="y", model="random_forest", sampler="random", trials=3, parallel=1,
+                  out=tmp_path / "rf", fixed={"seed": 1}, stream=log)
+    text = log.getvalue()
+    assert "search space (default for random_forest):" in text and "n_estimators" in text
+    assert "pruner 'asha' is off: scikit-learn models fit in one call" in text
+    assert result.summary["n_complete"] == 3 and result.best_value is not None
+    assert "skipped intermediate_values.png" in text  # no epochs, nothing per epoch to plot
+    study = result.load_study()
+    assert all("val_r2" in t.user_attrs for t in study.trials)
+    run = SklearnRun.load(result.best_model_dir)
+    predicted = run.predict(frame.drop(columns=["y"]))
+    assert predicted.shape == (200,) and np.corrcoef(predicted, frame["y"])[0, 1] > 0.8
+    assert json.loads((tmp_path / "rf" / "best_params.json").read_text()) == result.best_params
+    # Called as paratrain.tune(...) too: the package forwards to the function.
+    import paratrain.tune
+
+    assert callable(paratrain.tune)
+
+
+@pytest.mark.timeout(240)
+def test_data_parallel_trials_are_pruned_through_rank_0(tmp_path, tiny_csv):
+    """workers_per_trial=2: each trial is a ddp run; the pruning callback reopens the storage in rank 0."""
+    space = {"lr": {"type": "float", "low": 1e-4, "high": 3e-2, "log": True}}
+    result = tune(data=tiny_csv, target="y", model="mlp", space=space, sampler="random", pruner="median",
+                  trials=2, parallel=1, workers_per_trial=2, out=tmp_path / "ddp", retrain=False,
+                  fixed={"epochs": 3, "hidden": [16], "batch_size": 32}, pruner_options={"n_startup_trials": 1},
+                  verbosity=0)
+    study = result.load_study()
+    assert result.summary["n_complete"] + result.summary["n_pruned"] == 2
+    for trial in study.trials:
+        assert sorted(trial.intermediate_values) == list(range(1, len(trial.intermediate_values) + 1))
+        if trial.state.name == "COMPLETE":
+            assert len(trial.intermediate_values) == 3
+    config = (tmp_path / "ddp" / "trials" / "trial-00000" / "config.yaml").read_text()
+    assert "strategy: ddp" in config and "workers: 2" in config
+    assert result.best_model_dir is None

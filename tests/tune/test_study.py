@@ -1,0 +1,39 @@
+"""The study: continuing it checks its settings; dead and unowned trials are failed."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+
+from paratrain.errors import ConfigError
+from paratrain.tune import run_function_study
+from paratrain.tune.study import OWNER_ATTR, budget_lock, fail_dead_trials, open_storage
+from tests.tune.objectives import BRANIN_SPACE, branin
+
+
+def test_continuing_a_study_with_another_space_names_the_difference(tmp_path):
+    journal = str(tmp_path / "study.journal")
+    run_function_study(branin, BRANIN_SPACE, sampler="random", trials=3, storage=journal)
+    study = run_function_study(branin, BRANIN_SPACE, sampler="random", trials=5, storage=journal)
+    assert len(study.trials) == 5  # continued: 3 kept, 2 more
+    other = {**BRANIN_SPACE, "x": {"type": "float", "low": -5.0, "high": 5.0}}
+    with pytest.raises(ConfigError, match=r"already exists with another space.x.high: 10.0, now 5.0"):
+        run_function_study(branin, other, sampler="random", trials=5, storage=journal)
+
+
+def test_dead_owners_and_unowned_trials_are_failed(tmp_path):
+    journal = str(tmp_path / "study.journal")
+    storage = open_storage(journal)
+    study = optuna.create_study(storage=storage, study_name="s")
+    dead = study.ask()
+    dead.set_user_attr(OWNER_ATTR, "some-host-that-is-not-this-one:1:1")
+    gone = study.ask()
+    import socket
+
+    gone.set_user_attr(OWNER_ATTR, f"{socket.gethostname()}:999999999:1")  # no such pid here
+    unowned = study.ask()
+    failed = fail_dead_trials(study, lock=budget_lock(journal, storage, "s"))
+    # Another host's trial is left to that host; the dead pid's and the unowned one are failed.
+    assert sorted(failed) == [gone.number, unowned.number]
+    states = {t.number: t.state.name for t in study.get_trials()}
+    assert states == {dead.number: "RUNNING", gone.number: "FAIL", unowned.number: "FAIL"}
