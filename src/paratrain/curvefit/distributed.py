@@ -15,16 +15,12 @@ naming the rank.
 
 from __future__ import annotations
 
-import contextlib
 import datetime
-import json
 import os
 import pickle
-import signal
 import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,12 +29,11 @@ import torch
 import torch.distributed as dist
 
 from paratrain.curvefit.engine import Solution
-from paratrain.errors import WorkerError
+from paratrain.launch.local import stop_workers, watch_workers
 
 __all__ = ["fit_distributed", "DistributedEvaluator", "DistributedJob"]
 
 TIMEOUT_S = 300.0
-_POLL_S = 0.05
 
 
 @dataclass(frozen=True)
@@ -111,9 +106,9 @@ def fit_distributed(problem, settings, workers: int) -> tuple[Solution, torch.Te
                                    "--rank", str(rank), "--world-size", str(workers), "--port", str(store.port)],
                                   env=env) for rank in range(workers)]
         try:
-            _watch(procs, scratch)
+            watch_workers(procs, scratch, label="curvefit worker")
         finally:
-            _stop(procs)
+            stop_workers(procs)
             del store
         result = torch.load(scratch / "result.pt", weights_only=True)
     solution = Solution(result["params"], result["rss"], result["R"], result["n_iter"], result["status"],
@@ -177,45 +172,3 @@ def _with_threads(settings, threads: int):
     return copy
 
 
-def _watch(procs: list[subprocess.Popen], scratch: Path) -> None:
-    while True:
-        failed = [rank for rank, proc in enumerate(procs) if proc.poll() not in (None, 0)]
-        if failed:
-            raise _failure(procs, failed, scratch)
-        if all(proc.poll() == 0 for proc in procs):
-            return
-        time.sleep(_POLL_S)
-
-
-def _failure(procs, failed: list[int], scratch: Path) -> WorkerError:
-    """Name the root cause: the rank that reported an error first, else one that died silently."""
-    reports = {}
-    for rank in range(len(procs)):
-        path = scratch / f"error-{rank}.json"
-        if path.exists():
-            reports[rank] = json.loads(path.read_text())
-    if reports:
-        first = min(reports, key=lambda r: reports[r]["time"])
-        error = WorkerError(f"curvefit worker rank {first} failed: {reports[first]['type']}: "
-                            f"{reports[first]['message']}")
-        error.rank, error.details = first, reports[first]["traceback"]
-        return error
-    rank = failed[0]
-    code = procs[rank].returncode
-    how = f"was killed by signal {signal.Signals(-code).name}" if code < 0 else f"exited with code {code}"
-    error = WorkerError(f"curvefit worker rank {rank} {how} without reporting an error")
-    error.rank, error.details = rank, ""
-    return error
-
-
-def _stop(procs: list[subprocess.Popen]) -> None:
-    for proc in procs:
-        if proc.poll() is None:
-            proc.terminate()
-    deadline = time.monotonic() + 5.0
-    for proc in procs:
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=max(0.0, deadline - time.monotonic()))
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()

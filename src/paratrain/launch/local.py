@@ -46,9 +46,9 @@ def launch_local(job: WorkerJob, workers: int) -> dict:
         job_file.write_bytes(pickle.dumps(job))
         procs = [_start_child(job_file, scratch, rank, workers, store.port, job.threads) for rank in range(workers)]
         try:
-            _watch(procs, scratch)
+            watch_workers(procs, scratch)
         finally:
-            _stop(procs)
+            stop_workers(procs)
             del store
         result_file = scratch / "result-0.json"
         return json.loads(result_file.read_text()) if result_file.exists() else {}
@@ -69,18 +69,22 @@ def _start_child(job_file: Path, scratch: Path, rank: int, world_size: int, port
     return subprocess.Popen(command, env=env)
 
 
-def _watch(procs: list[subprocess.Popen], scratch: Path) -> None:
-    """Wait until every worker finished, or raise at the first failure."""
+def watch_workers(procs: list[subprocess.Popen], scratch: Path, label: str = "worker") -> None:
+    """Wait until every worker finished, or raise at the first failure.
+
+    Workers write ``error-RANK.json`` (type, message, traceback, time) into
+    ``scratch`` before exiting non-zero; ``label`` names them in the error.
+    """
     while True:
         failed = [rank for rank, proc in enumerate(procs) if proc.poll() not in (None, 0)]
         if failed:
-            raise _failure(procs, failed, scratch)
+            raise _failure(procs, failed, scratch, label)
         if all(proc.poll() == 0 for proc in procs):
             return
         time.sleep(_POLL_SECONDS)
 
 
-def _failure(procs: list[subprocess.Popen], failed: list[int], scratch: Path) -> WorkerError:
+def _failure(procs: list[subprocess.Popen], failed: list[int], scratch: Path, label: str) -> WorkerError:
     """Name the root cause: a rank that died without a word (its peers then only
     see 'connection closed'), else the rank that reported its error first."""
     reports = {}
@@ -93,17 +97,17 @@ def _failure(procs: list[subprocess.Popen], failed: list[int], scratch: Path) ->
         rank = silent[0] if silent else failed[0]
         code = procs[rank].returncode
         how = f"was killed by signal {signal.Signals(-code).name}" if code < 0 else f"exited with code {code}"
-        error = WorkerError(f"worker rank {rank} {how} without reporting an error")
+        error = WorkerError(f"{label} rank {rank} {how} without reporting an error")
         error.rank, error.details = rank, ""
         return error
     first = min(reports, key=lambda rank: reports[rank]["time"])
     report = reports[first]
-    error = WorkerError(f"worker rank {first} failed: {report['type']}: {report['message']}")
+    error = WorkerError(f"{label} rank {first} failed: {report['type']}: {report['message']}")
     error.rank, error.details = first, report["traceback"]
     return error
 
 
-def _stop(procs: list[subprocess.Popen]) -> None:
+def stop_workers(procs: list[subprocess.Popen]) -> None:
     """Terminate what still runs; kill what ignores it."""
     for proc in procs:
         if proc.poll() is None:
