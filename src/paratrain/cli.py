@@ -143,16 +143,27 @@ def cmd_predict(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from paratrain.data.tables import read_table
-    from paratrain.predict import TrainedModel
     from paratrain.train.checkpoint import save_text_atomic
 
-    trained = TrainedModel.load(args.run)
+    trained = _load_run(args.run)
     frame = read_table(args.data)
     predictions = trained.predict(frame)
     out = pd.DataFrame({args.column: predictions})
     save_text_atomic(out.to_csv(index=False), args.out)
     print(f"wrote {len(out)} predictions to {args.out}", file=sys.stderr)
     return 0
+
+
+def _load_run(run_dir: str):
+    """A torch run directory, or a scikit-learn best model written by `paratrain tune`."""
+    from pathlib import Path
+
+    from paratrain.predict import TrainedModel
+    from paratrain.tune.sklearn_models import RUN_FILE, SklearnRun
+
+    if (Path(run_dir) / RUN_FILE).is_file():
+        return SklearnRun.load(run_dir)
+    return TrainedModel.load(run_dir)
 
 
 def cmd_strategies(args: argparse.Namespace) -> int:

@@ -6,6 +6,7 @@ import io
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from paratrain.tune import SklearnRun, tune
@@ -28,6 +29,14 @@ def test_sklearn_model_with_its_default_space_and_a_dataframe(tmp_path):
     run = SklearnRun.load(result.best_model_dir)
     predicted = run.predict(frame.drop(columns=["y"]))
     assert predicted.shape == (200,) and np.corrcoef(predicted, frame["y"])[0, 1] > 0.8
+    # `paratrain predict` reads the scikit-learn best model too.
+    from paratrain.cli import main
+
+    features = tmp_path / "features.csv"
+    frame.drop(columns=["y"]).to_csv(features, index=False)
+    assert main(["predict", "--run", str(result.best_model_dir), "--data", str(features),
+                 "--out", str(tmp_path / "pred.csv")]) == 0
+    assert np.allclose(pd.read_csv(tmp_path / "pred.csv")["prediction"], predicted, rtol=1e-5, atol=1e-5)
     assert json.loads((tmp_path / "rf" / "best_params.json").read_text()) == result.best_params
     # Called as paratrain.tune(...) too: the package forwards to the function.
     import paratrain.tune
