@@ -20,18 +20,11 @@ from paratrain.strategies.compression import Int8Compressor, TopKCompressor
 from paratrain.strategies.ddp import DistributedDataParallelStrategy
 from paratrain.train.checkpoint import load_torch
 from paratrain.train.fit import fit, resume
-from tests.conftest import regression_frame
+
 
 ACCURACY_EPOCHS = 30
 TOLERANCE = 0.3  # relative to single's val_loss after ACCURACY_EPOCHS; see the accuracy test's docstring
 DENSE_BYTES = 4 * (5 * 32 + 32 + 32 * 32 + 32 + 32 + 1)  # fp32 gradients of the 5-32-32-1 MLP
-
-
-@pytest.fixture(scope="module")
-def table(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("compression") / "data.csv"
-    regression_frame().to_csv(path, index=False)
-    return path
 
 
 def _config(table: Path, out: Path, **fields) -> FitConfig:

@@ -10,16 +10,9 @@ import pytest
 from paratrain.config import FitConfig, ParallelConfig
 from paratrain.errors import ConfigError
 from paratrain.train.fit import fit
-from tests.conftest import assert_states_close, model_state, regression_frame
+from tests.conftest import assert_states_close, model_state
 
 DENSE_BYTES = 4 * (5 * 32 + 32 + 32 * 32 + 32 + 32 + 1)  # fp32 parameters of the 5-32-32-1 MLP
-
-
-@pytest.fixture(scope="module")
-def table(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("localsgd") / "data.csv"
-    regression_frame().to_csv(path, index=False)
-    return path
 
 
 def _config(table: Path, out: Path, **fields) -> FitConfig:
