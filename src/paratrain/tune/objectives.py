@@ -91,6 +91,18 @@ class TrainObjective:
         self._given = {key for value in fixed.values() if isinstance(value, dict) for key in value} | set(fixed)
         self.spec = spec
         self.context = context
+        self._frame = None
+
+    def _data(self, config: Any) -> Any:
+        """The table, read once per worker for in-process trials (a small table's parse
+        costs a noticeable share of a one-second trial); multi-worker trials read the file."""
+        if config.parallel.workers > 1:
+            return None
+        if self._frame is None:
+            from paratrain.data.prepare import load_frame
+
+            self._frame = load_frame(config.data.path)
+        return self._frame
 
     def __call__(self, params: dict[str, Any], trial: Any) -> Any:
         import optuna
@@ -113,7 +125,7 @@ class TrainObjective:
         if len(self.spec.objectives) == 1:  # Optuna takes per-step values of single-objective trials only
             callbacks.append(PruningCallback(self.context.storage_ref, self.context.study_name, trial._trial_id,
                                              self.spec, live_trial=trial))
-        summary = fit(config, callbacks=callbacks).summary
+        summary = fit(config, data=self._data(config), callbacks=callbacks).summary
         trial.set_user_attr("run_dir", str(run_dir))
         trial.set_user_attr("epochs", summary.get("epochs"))
         for key in ("val_r2", "val_accuracy"):
