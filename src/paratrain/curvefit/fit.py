@@ -254,6 +254,8 @@ def unidentifiable_message(names, st) -> str:
     """Which parameters the data cannot separate, and what to do about it."""
     parts = []
     for direction in st.unidentified:
+        if direction[0][1] < 0:  # a null direction's sign is arbitrary (rounding picks it): show one form
+            direction = [(j, -w) for j, w in direction]
         involved = [names[j] for j, _ in direction]
         if len(involved) == 1:
             parts.append(f"{involved[0]} has no effect on the predictions at the solution")
