@@ -61,3 +61,16 @@ def test_data_parallel_trials_are_pruned_through_rank_0(tmp_path, tiny_csv):
     config = (tmp_path / "ddp" / "trials" / "trial-00000" / "config.yaml").read_text()
     assert "strategy: ddp" in config and "workers: 2" in config
     assert result.best_model_dir is None
+
+
+@pytest.mark.parametrize("fixed,expected", [
+    ({}, 0),
+    ({"checkpoint_every": 2}, 2),
+    ({"train": {"checkpoint_every": 3}}, 3),
+])
+def test_trials_skip_checkpoints_unless_asked(tiny_csv, fixed, expected):
+    from paratrain.tune.api import _fixed_config
+    from paratrain.tune.models import get_model
+
+    resolved = _fixed_config(fixed, str(tiny_csv), "y", get_model("mlp"), workers_per_trial=1)
+    assert resolved["train"]["checkpoint_every"] == expected

@@ -43,6 +43,9 @@ def test_tune_cli_end_to_end_then_continue(tmp_path, tiny_csv):
     assert json.loads((out / "best_params.json").read_text()) == summary["best_params"]
     assert json.loads((out / "study.json").read_text())["best_trial"] == summary["best_trial"]
     assert len(pd.read_csv(out / "trials.csv")) == 4
+    # Trials are never resumed: no per-epoch checkpoint, just the model.
+    trial_dirs = sorted((out / "trials").iterdir())
+    assert trial_dirs and all((d / "model.pt").is_file() and not (d / "checkpoint.pt").exists() for d in trial_dirs)
     plots = {p.name for p in (out / "plots").iterdir()}
     assert {"optimization_history.png", "parallel_coordinate.png", "intermediate_values.png"} <= plots
     assert "param_importances.png" in plots or "skipped param_importances.png" in done.stderr

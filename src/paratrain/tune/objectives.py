@@ -88,7 +88,6 @@ class TrainObjective:
         from paratrain.config import FitConfig
 
         self.base = FitConfig.from_dict(fixed)
-        self._given = {key for value in fixed.values() if isinstance(value, dict) for key in value} | set(fixed)
         self.spec = spec
         self.context = context
         self._frame = None
@@ -116,11 +115,8 @@ class TrainObjective:
         values = train_config_values(params, self.base.model.hidden)
         # The planner's threads, unless the fixed config names its own (--threads).
         threads = self.base.parallel.threads or self.context.threads
-        # A trial is never resumed: skip its per-epoch checkpoint (an fsync'd file write
-        # that dominated small trials), unless the fixed config asks for checkpoints.
-        checkpoint_every = 0 if "checkpoint_every" not in self._given else self.base.train.checkpoint_every
-        config = self.base.updated({**values, "out": str(run_dir), "verbosity": 0, "threads": threads,
-                                    "checkpoint_every": checkpoint_every})
+        # The fixed config says checkpoint_every=0 unless the user asked for checkpoints (see api.py).
+        config = self.base.updated({**values, "out": str(run_dir), "verbosity": 0, "threads": threads})
         callbacks = []
         if len(self.spec.objectives) == 1:  # Optuna takes per-step values of single-objective trials only
             callbacks.append(PruningCallback(self.context.storage_ref, self.context.study_name, trial._trial_id,
