@@ -1,7 +1,7 @@
 """Tuning benchmark: parallel trial throughput, time to a target loss, and RandomizedSearchCV.
 
-    python benchmarks/bench_tune.py                # about 10 minutes on 2 quiet cores
-    python benchmarks/bench_tune.py --quick        # about 4 minutes
+    python benchmarks/bench_tune.py                # about 15 minutes on 2 quiet cores
+    python benchmarks/bench_tune.py --quick        # about 6 minutes
     python benchmarks/bench_tune.py --json /tmp/bench_tune.json
 
 Data: scikit-learn's digits (1,797 8x8 images of handwritten digits, 10 classes, bundled

@@ -123,14 +123,15 @@ def write_plots(study: Any, spec: StudySpec, plots_dir: Path) -> list[str]:
         if reason is None:
             try:
                 with warnings.catch_warnings():
-                    # 'experimental' plots, and importances warning about rarely drawn conditional
-                    # parameters: known, and not something the user can act on here.
+                    # 'experimental' plots, importances warning about rarely drawn conditional
+                    # parameters, matplotlib's tight-layout notes on many-axes plots: known,
+                    # and not something the user can act on here.
                     warnings.simplefilter("ignore")
                     axes = make()
-                figure = (axes.flat[0] if hasattr(axes, "flat") else axes).figure
-                figure.set_size_inches(10, 6)
-                buffer = io.BytesIO()
-                figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+                    figure = (axes.flat[0] if hasattr(axes, "flat") else axes).figure
+                    figure.set_size_inches(10, 6)
+                    buffer = io.BytesIO()
+                    figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
                 plt.close(figure)
                 save_bytes_atomic(buffer.getvalue(), plots_dir / f"{plot}.png")
                 continue
