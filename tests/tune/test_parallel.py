@@ -107,3 +107,33 @@ def test_a_killed_search_continues_where_it_stopped(tmp_path):
     for trial in done:
         assert by_number[trial.number].state.name == "COMPLETE" and by_number[trial.number].value == trial.value
     assert_consistent(trials, 6)
+
+
+def _alive(pid: int) -> bool:
+    """Running (not gone, not a zombie waiting to be reaped)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state != "Z"
+
+
+@pytest.mark.timeout(150)
+def test_workers_stop_when_their_coordinator_is_killed(tmp_path):
+    search = _start_search(tmp_path, 40, start_new_session=True)
+    _, running = _wait_for_running_after_completes(tmp_path, 1)
+    workers = {int(t.user_attrs["worker"].split(":")[1]) for t in running}
+    assert workers and search.pid not in workers
+    os.kill(search.pid, signal.SIGKILL)  # the coordinator only
+    search.communicate(timeout=30)
+    deadline = time.monotonic() + 30
+    while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    left = [pid for pid in workers if _alive(pid)]
+    with_budget_left = sum(t.state.name in ("COMPLETE", "PRUNED") for t in _study(tmp_path).get_trials()) < 40
+    try:
+        assert not left, f"workers {left} still run after their coordinator was killed"
+        assert with_budget_left  # they stopped early, not because the budget ran out
+    finally:
+        for pid in left:
+            os.kill(pid, signal.SIGKILL)

@@ -5,7 +5,8 @@ start its own data-parallel workers), and one crashing trial must not take the
 others down. Each worker is ``python -m paratrain.tune.worker`` pinned to its
 slot's cores. The coordinator polls: a worker that exits with an error or is
 killed (``kill -9``) is noticed within a poll, its RUNNING trial is marked FAIL
-(so its budget is used again) and a new worker takes its slot.
+(so its budget is used again) and a new worker takes its slot. Workers watch the
+coordinator too: if it is killed, they stop within a second or two.
 """
 
 from __future__ import annotations
@@ -87,7 +88,8 @@ class Coordinator:
         command = [sys.executable, "-m", "paratrain.tune.worker", "--storage", self.storage_ref,
                    "--study", self.study.study_name, "--worker", name, "--out", str(self.out_dir),
                    "--seed-key", f"{self.seed_prefix}{slot.index}-{self.restarts}",
-                   "--cpus", ",".join(map(str, slot.cpus)), "--threads", str(self.plan.threads)]
+                   "--cpus", ",".join(map(str, slot.cpus)), "--threads", str(self.plan.threads),
+                   "--parent-pid", str(os.getpid())]
         if self.data:
             command += ["--data", self.data]
         env = dict(os.environ, **self.plan.environment(slot))

@@ -33,6 +33,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--cpus", default="", help="comma-separated cores to pin to")
     parser.add_argument("--threads", type=int, default=1, help="threads per training process")
     parser.add_argument("--data", help="data path on this machine, if not the stored one")
+    parser.add_argument("--parent-pid", type=int,
+                        help="stop (as on SIGTERM) when this process, the coordinator, is gone")
     return parser.parse_args(argv)
 
 
@@ -48,6 +50,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # The coordinator stops us with SIGTERM: turn it into an exception so that Optuna marks
     # the trial failed and fit's launcher stops the trial's own ddp workers on the way out.
     signal.signal(signal.SIGTERM, _raise_interrupt)
+    if args.parent_pid:
+        _stop_with_parent(args.parent_pid)
     try:
         run(args)
     except TuneError as exc:
@@ -66,6 +70,22 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _raise_interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _stop_with_parent(parent_pid: int, poll_seconds: float = 1.0) -> None:
+    """A coordinator killed with SIGKILL cannot stop its workers; without this they would
+    train on until the budget is claimed, beside the workers of a re-run search. When the
+    parent is gone (this process is re-parented), signal ourselves as the coordinator would."""
+    import os
+    import threading
+    import time
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(poll_seconds)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
 def run(args: argparse.Namespace) -> None:
