@@ -35,7 +35,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from paratrain.models.formula import Binary, Call, Formula, Name, Number, Unary
+from paratrain.models.formula import Binary, Call, Formula, Name, Number, Unary, children
 
 __all__ = ["CompiledFormula", "compile_formula", "supported", "dense", "ONE", "Workspace"]
 
@@ -85,7 +85,7 @@ def supported(formula: Formula) -> bool:
         node = stack.pop()
         if isinstance(node, Call) and node.function not in _ONE_ARGUMENT and node.function not in _TWO_ARGUMENTS:
             return False
-        stack.extend(_children(node))
+        stack.extend(children(node))
     return True
 
 
@@ -161,12 +161,12 @@ class CompiledFormula:
         stack = [(root, False)]
         while stack:
             node, ready = stack.pop()
-            children = _children(node)
-            if not ready and children:
+            kids = children(node)
+            if not ready and kids:
                 stack.append((node, True))
-                stack.extend((child, False) for child in reversed(children))
+                stack.extend((child, False) for child in reversed(kids))
                 continue
-            args = tuple(slots[id(child)] for child in children)
+            args = tuple(slots[id(child)] for child in kids)
             slots[id(node)] = len(self._steps)
             self._steps.append(_step(node, args, params, variables))
 
@@ -198,16 +198,6 @@ class CompiledFormula:
 def compile_formula(formula: Formula, param_names: Sequence[str], variables: Sequence[str]) -> CompiledFormula:
     """Compile once, evaluate every iteration (see :class:`CompiledFormula`)."""
     return CompiledFormula(formula, param_names, variables)
-
-
-def _children(node) -> tuple:
-    if isinstance(node, Unary):
-        return (node.operand,)
-    if isinstance(node, Binary):
-        return (node.left, node.right)
-    if isinstance(node, Call):
-        return node.args
-    return ()
 
 
 # -- arithmetic on (factor, array) pairs ----------------------------------------------

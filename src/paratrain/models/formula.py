@@ -33,7 +33,7 @@ from torch import nn
 
 from paratrain.errors import DataError, FormulaError
 
-__all__ = ["Formula", "FormulaModel", "evaluate_batched", "parse_formula", "FUNCTIONS", "CONSTANTS"]
+__all__ = ["Formula", "FormulaModel", "evaluate_batched", "parse_formula", "children", "FUNCTIONS", "CONSTANTS"]
 
 
 FUNCTIONS: dict[str, tuple[int, Callable[..., torch.Tensor]]] = {
@@ -96,7 +96,8 @@ class Call:
 Node = Union[Number, Name, Unary, Binary, Call]
 
 
-def _children(node: Node) -> tuple[Node, ...]:
+def children(node: Node) -> tuple[Node, ...]:
+    """The direct sub-expressions of a node, left to right."""
     if isinstance(node, Unary):
         return (node.operand,)
     if isinstance(node, Binary):
@@ -112,7 +113,7 @@ def _walk(root: Node) -> Iterable[tuple[Node, int]]:
     while stack:
         node, depth = stack.pop()
         yield node, depth
-        stack.extend((child, depth + 1) for child in _children(node))
+        stack.extend((child, depth + 1) for child in children(node))
 
 
 def _error(text: str, position: int, problem: str, hint: str = "") -> FormulaError:
