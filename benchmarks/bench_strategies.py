@@ -24,7 +24,7 @@ from pathlib import Path
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 ROWS = ("single-1t, single, single-global-batch, ddp, ddp-fp16, ddp-bf16, ddp-int8, ddp-topk, ddp-powersgd, "
-        "localsgd, async, hogwild")
+        "localsgd, sparse, async, hogwild")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -41,7 +41,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, help="seed of data, split, weights and shuffles")
     parser.add_argument("--noise", type=float, help="Friedman #1 noise (default 1.0)")
     parser.add_argument("--only", dest="contenders", help=f"comma-separated rows to run, of: {ROWS}")
-    parser.add_argument("--topk-ratio", type=float, help="ddp topk ratio (default 0.01)")
+    parser.add_argument("--topk-ratio", type=float, help="ratio of ddp topk and of sparse (default 0.01)")
     parser.add_argument("--powersgd-rank", type=int, help="ddp PowerSGD rank (default 4)")
     parser.add_argument("--powersgd-warmup", type=int, help="plain steps before PowerSGD compresses (default 10)")
     parser.add_argument("--localsgd-period", type=int, help="steps between localsgd averages (default 8)")

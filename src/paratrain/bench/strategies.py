@@ -43,10 +43,10 @@ from paratrain.errors import ConfigError
 
 REFERENCE = "single"
 """Key of the row the target loss is taken from: one process on every core."""
-EFFICIENT = ("ddp-topk", "ddp-powersgd", "localsgd")
+EFFICIENT = ("ddp-topk", "ddp-powersgd", "localsgd", "sparse")
 """The communication-efficient rows that should beat the best single-process row."""
 CONTENDER_KEYS = ("single-1t", "single", "single-global-batch", "ddp", "ddp-fp16", "ddp-bf16", "ddp-int8",
-                  "ddp-topk", "ddp-powersgd", "localsgd", "async", "hogwild")
+                  "ddp-topk", "ddp-powersgd", "localsgd", "sparse", "async", "hogwild")
 
 
 @dataclass
@@ -76,7 +76,7 @@ class StrategyBenchConfig:
     contenders: tuple[str, ...] = CONTENDER_KEYS
     """Rows to run, by key; see CONTENDER_KEYS."""
     topk_ratio: float = 0.01
-    """Share of each gradient bucket that ddp topk sends."""
+    """Share of each gradient bucket that ddp topk sends, and of the update that sparse shares."""
     powersgd_rank: int = 4
     """Rank of ddp PowerSGD's approximation."""
     powersgd_warmup: int = 10
@@ -167,6 +167,7 @@ def build_contenders(config: StrategyBenchConfig) -> list[Contender]:
         "ddp-powersgd": parallel("ddp-powersgd", f"ddp powersgd:{config.powersgd_rank}", "ddp",
                                  compress=f"powersgd:{config.powersgd_rank}", powersgd_warmup=config.powersgd_warmup),
         "localsgd": parallel("localsgd", f"localsgd:{config.localsgd_period}", f"localsgd:{config.localsgd_period}"),
+        "sparse": parallel("sparse", f"sparse:{config.topk_ratio:g}", f"sparse:{config.topk_ratio:g}"),
         "async": parallel("async", f"async{staleness}", "async", max_staleness=config.max_staleness),
         "hogwild": parallel("hogwild", "hogwild", "hogwild"),
     }

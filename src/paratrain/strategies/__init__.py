@@ -18,9 +18,11 @@ def _registry() -> dict[str, type[Strategy]]:
     from paratrain.strategies.hogwild import HogwildStrategy
     from paratrain.strategies.localsgd import LocalSGD
     from paratrain.strategies.single import SingleProcess
+    from paratrain.strategies.sparse import SparseAveraging
 
     return {cls.name: cls for cls in (SingleProcess, DistributedDataParallelStrategy,
-                                         AsyncParameterServerStrategy, HogwildStrategy, LocalSGD)}
+                                         AsyncParameterServerStrategy, HogwildStrategy, LocalSGD,
+                                         SparseAveraging)}
 
 
 def known_strategies() -> list[str]:

@@ -38,6 +38,7 @@ from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_
 from torch.distributed.algorithms.ddp_comm_hooks.powerSGD_hook import PowerSGDState, powerSGD_hook
 
 from paratrain.errors import ConfigError
+from paratrain.strategies.topk import largest_magnitude
 
 if TYPE_CHECKING:
     from paratrain.config import ParallelConfig
@@ -243,11 +244,16 @@ class TopKCompressor(ResidualCompressor):
     def __init__(self, ratio: float, error_feedback: bool) -> None:
         super().__init__(error_feedback)
         self.ratio = ratio
+        self._generator: torch.Generator | None = None
 
     def encode(self, flat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         # int32 indices: a DDP bucket (25 MiB by default) is far below 2**31 elements.
         k = max(1, math.ceil(self.ratio * flat.numel()))
-        index = flat.abs().topk(k, sorted=False).indices
+        if self._generator is None or self._generator.device != flat.device:
+            # Its own generator: the top-k's sampling must not move the training's random stream.
+            self._generator = torch.Generator(device=flat.device)
+            self._generator.manual_seed(1_000_003)
+        index = largest_magnitude(flat, k, self._generator)
         values = flat[index].float()
         payload = torch.cat([index.to(torch.int32), values.view(torch.int32)])
         sent = torch.zeros_like(flat)

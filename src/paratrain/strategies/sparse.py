@@ -1,0 +1,169 @@
+"""`sparse:RATIO`: sparse model averaging - each step, every worker shares the top-k of its unshared update.
+
+Why this exists beside ``ddp --compress topk:RATIO``: that hook sparsifies the
+*gradient* and keeps the rest as error feedback. With Adam at RATIO = 1% a
+coordinate's residual reaches the optimizer only every ~100 steps, as one
+large gradient, and training spikes (the README's strategy table shows it).
+Here the error feedback is on the *update* instead, and it stays in the
+worker's own model, as in DGC's local accumulation (Lin et al., 2018) and
+CSER (Xie et al., 2020):
+
+* every worker keeps a copy ``shared`` of the consensus parameters (equal on
+  all workers) and trains its own model ``x = shared + residual``;
+* it takes an ordinary optimizer step on its own batch (its own Adam state sees
+  its true gradients, never a delayed burst);
+* it all-gathers the k = ceil(RATIO * n) largest entries of ``x - shared`` as
+  (index, value) pairs, adds the mean of every worker's pairs to ``shared``, and
+  keeps the rest of its update (the residual) in ``x``.
+
+So a worker always computes gradients where its own updates have taken it, and
+what it has not yet shared cannot pile up into a jump. Each worker sends 8k
+bytes per step (int32 index + float32 value), e.g. 100x fewer than dense
+all-reduce at RATIO = 0.01. With RATIO = 1 and plain SGD this is exactly
+synchronous SGD (tests/strategies/test_sparse.py checks it).
+
+Between steps the workers' models differ by their residuals (as in local SGD):
+each epoch's validation sums every worker's model on its own rows, and when
+training ends the models are averaged, so the saved model is the consensus.
+A resumed run starts every worker from the checkpoint's model with empty
+residuals. ``error_feedback=False`` (ablation) drops the unsent part instead.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+import torch
+import torch.distributed as dist
+
+from paratrain.errors import ConfigError
+from paratrain.strategies.base import CommStats, Strategy, WorkerContext
+from paratrain.strategies.localsgd import _all_reduce_mean_, _broadcast_
+from paratrain.strategies.topk import largest_magnitude
+
+if TYPE_CHECKING:
+    from paratrain.config import ParallelConfig
+
+
+class SparseAveraging(Strategy):
+    """Workers step alone; every step each shares the largest RATIO of its unshared parameter change."""
+
+    name = "sparse"
+    needs_process_group = True
+    description = ("sparse model averaging: every step each worker shares the largest RATIO of its unshared "
+                   "update (sparse:0.01)")
+
+    def __init__(self, argument: str | None = None, options: "ParallelConfig | None" = None) -> None:
+        self.options = options
+        self.ratio = parse_ratio(argument)
+        self.error_feedback = options.error_feedback if options is not None else True
+        self._world_size = 1
+        self._params: list[torch.Tensor] = []
+        self._buffers: list[torch.Tensor] = []
+        self._flat = torch.empty(0)
+        self._shared = torch.empty(0)
+        self._unshared = torch.empty(0)
+        self._k = 1
+        self._generator: torch.Generator | None = None
+        self._bytes_sent = 0
+        self._steps = 0
+
+    def wrap_model(self, model: torch.nn.Module, ctx: WorkerContext) -> torch.nn.Module:
+        self._world_size = ctx.world_size
+        self._params = [p for p in model.parameters() if p.requires_grad]
+        self._buffers = [b for b in model.buffers() if b.is_floating_point()]
+        dtypes = {p.dtype for p in self._params}
+        if len(dtypes) != 1:
+            raise ConfigError(f"strategy='sparse:{self.ratio:g}' needs parameters of one dtype, "
+                              f"got {sorted(map(str, dtypes))}")
+        _broadcast_(list(model.parameters()) + list(model.buffers()), src=0)
+        # The parameters become views into one flat vector, so that the update,
+        # the top-k and the residual are single vector operations. The optimizer
+        # holds the same Parameter objects, so it steps the flat vector.
+        total = sum(p.numel() for p in self._params)
+        self._flat = torch.empty(total, dtype=dtypes.pop(), device=ctx.device)
+        offset = 0
+        for param in self._params:
+            view = self._flat[offset : offset + param.numel()]
+            view.copy_(param.detach().reshape(-1))
+            param.data = view.view_as(param)
+            offset += param.numel()
+        self._shared = self._flat.clone()
+        self._unshared = torch.empty_like(self._flat)
+        self._k = max(1, math.ceil(self.ratio * total))
+        self._index_dtype = torch.int32 if total < 2**31 else torch.int64
+        # Its own generator: the top-k's sampling must not move the training's random stream.
+        self._generator = torch.Generator(device=ctx.device)
+        self._generator.manual_seed(1_000_003 + ctx.rank)
+        return model
+
+    def optimizer_step(self, optimizer: torch.optim.Optimizer, scaler: "torch.amp.GradScaler | None") -> None:
+        super().optimizer_step(optimizer, scaler)
+        unshared = torch.sub(self._flat, self._shared, out=self._unshared)
+        index = largest_magnitude(unshared, self._k, self._generator)
+        values = unshared[index]
+        gathered = self._exchange(index, values)
+        self._steps += 1
+        share = 1.0 / self._world_size
+        for other_index, other_values in gathered:
+            self._shared.index_add_(0, other_index, other_values, alpha=share)
+        if self.error_feedback:
+            # x = shared + residual: move x by what shared gained, less what this worker gave away.
+            self._flat.index_add_(0, index, values, alpha=-1.0)
+            for other_index, other_values in gathered:
+                self._flat.index_add_(0, other_index, other_values, alpha=share)
+        else:
+            self._flat.copy_(self._shared)
+
+    def _exchange(self, index: torch.Tensor, values: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """All-gather every worker's (index, value) pairs; returns them as (int64 index, values) per worker."""
+        index = index.to(self._index_dtype)
+        if values.element_size() == index.element_size():
+            # One message: the values' bits travel as integers beside the indices.
+            payload = torch.cat([index, values.view(index.dtype)])
+            gathered = [torch.empty_like(payload) for _ in range(self._world_size)]
+            dist.all_gather(gathered, payload)
+            self._bytes_sent += payload.numel() * payload.element_size()
+            return [(g[: self._k].long(), g[self._k :].view(values.dtype)) for g in gathered]
+        indices = [torch.empty_like(index) for _ in range(self._world_size)]
+        value_lists = [torch.empty_like(values) for _ in range(self._world_size)]
+        dist.all_gather(indices, index)
+        dist.all_gather(value_lists, values)
+        self._bytes_sent += index.numel() * index.element_size() + values.numel() * values.element_size()
+        return [(i.long(), v) for i, v in zip(indices, value_lists)]
+
+    def synchronize_model(self, model: torch.nn.Module) -> None:
+        # Training ends: average the workers' models (each is shared + its residual),
+        # so that the saved model is the consensus rather than rank 0's.
+        self._bytes_sent += _all_reduce_mean_([self._flat] + self._buffers, self._world_size)
+        self._shared.copy_(self._flat)
+
+    def communication_stats(self) -> CommStats | None:
+        if self._steps == 0:
+            return None
+        dense = self._flat.numel() * self._flat.element_size()
+        stats = CommStats(bytes_per_step=self._bytes_sent / self._steps, dense_bytes_per_step=dense)
+        self._bytes_sent = 0
+        self._steps = 0
+        return stats
+
+    def all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+        return tensor
+
+    def barrier(self) -> None:
+        dist.barrier()
+
+
+def parse_ratio(argument: str | None) -> float:
+    """'0.01' -> 0.01; anything but a number in (0, 1] is a ConfigError."""
+    if argument is None:
+        raise ConfigError("strategy='sparse' needs a ratio, e.g. sparse:0.01 (share the largest 1% of the update)")
+    try:
+        ratio = float(argument)
+    except ValueError:
+        ratio = float("nan")
+    if not 0 < ratio <= 1:
+        raise ConfigError(f"strategy='sparse:{argument}': RATIO must be a number in (0, 1], e.g. sparse:0.01")
+    return ratio
