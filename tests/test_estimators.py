@@ -278,3 +278,36 @@ def test_ddp_with_two_workers_matches_single_process(friedman, fitted_friedman):
     assert ddp.summary_["workers"] == 2
     single_r2 = fitted_friedman.score(X_test, y_test)
     assert ddp.score(X_test, y_test) == pytest.approx(single_r2, abs=0.03)
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("params", [
+    {"strategy": "ddp", "compress": "topk:0.1", "strategy_options": {"error_feedback": True}},
+    {"strategy": "ddp", "compress": "powersgd:2", "strategy_options": {"powersgd_warmup": 4}},
+    {"strategy": "sparse:0.05", "strategy_options": {"overlap": False}},
+    {"strategy": "localsgd:4", "strategy_options": {"sync_warmup": 5}},
+], ids=["ddp-topk", "ddp-powersgd", "sparse", "localsgd"])
+def test_communication_efficient_strategies_from_the_estimator(friedman, fitted_friedman, params):
+    """Compression and its options reach the run: its bytes per step are below dense all-reduce's,
+    and the model still learns (R^2 within 0.1 of the single-process estimator's)."""
+    X, y, X_test, y_test = friedman
+    model = _friedman_regressor(workers=2, batch_size=32, epochs=20, **params).fit(X, y)
+    assert model.summary_["workers"] == 2
+    assert model.summary_["compression_ratio"] > 1.5, model.summary_
+    assert model.score(X_test, y_test) > fitted_friedman.score(X_test, y_test) - 0.1
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ("fast", r"strategy_options='fast' must be a dict"),
+    ({"turbo": 1, "overlap": False}, r"unknown key\(s\) turbo; known: powersgd_warmup, error_feedback"),
+])
+def test_bad_strategy_options_are_named(options, message):
+    X, y = _small_regression(30)
+    with pytest.raises(ValueError, match=message):
+        MLPRegressor(strategy_options=options).fit(X, y)
+
+
+def test_bad_compress_from_the_estimator_is_a_config_error():
+    X, y = _small_regression(30)
+    with pytest.raises(ConfigError, match=r"compress='zip' .*valid: fp16"):
+        MLPRegressor(workers=2, strategy="ddp", compress="zip").fit(X, y)

@@ -76,6 +76,8 @@ def _fit_arguments(parser: argparse.ArgumentParser) -> None:
     parallel.add_argument("--powersgd-warmup", type=int, help="plain all-reduce steps before PowerSGD compresses (10)")
     parallel.add_argument("--no-error-feedback", dest="error_feedback", action="store_const", const=False,
                           help="drop the compression error instead of carrying it to the next step (ablation)")
+    parallel.add_argument("--no-overlap", dest="overlap", action="store_const", const=False,
+                          help="sparse: wait for each step's exchange instead of overlapping it with the next step")
     parallel.add_argument("--sync-warmup", type=int, help="localsgd: synchronous steps before local steps (0)")
     parallel.add_argument("--max-staleness", type=int, help="async: bound on how far a worker may run ahead")
 

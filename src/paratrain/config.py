@@ -215,6 +215,9 @@ class ParallelConfig:
     """Carry the compression error into the next step (topk, int8); off only for ablations."""
     sync_warmup: int = 0
     """localsgd: synchronous steps before local steps begin (post-local SGD)."""
+    overlap: bool = True
+    """sparse: exchange each step's top-k while the next step computes (the other workers'
+    shares arrive one step later); False waits every step (RATIO 1 is then exactly synchronous)."""
     max_staleness: int | None = None
     """async: a worker more than this many updates ahead of the slowest one waits (None: unbounded)."""
 

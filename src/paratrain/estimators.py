@@ -99,6 +99,8 @@ class _ParatrainEstimator(BaseEstimator):
             "precision": self.precision,
             "device": self.device,
             "strategy": self.strategy,
+            "compress": self.compress,
+            **_strategy_options(self.strategy_options),
             "workers": self.workers,
             "threads": self.threads,
             "verbosity": _checked_verbose(self.verbose),
@@ -169,6 +171,8 @@ class _MLPEstimator(_ParatrainEstimator):
         random_state=None,
         workers=1,
         strategy="single",
+        compress=None,
+        strategy_options=None,
         threads=None,
         precision="fp32",
         device="auto",
@@ -189,6 +193,8 @@ class _MLPEstimator(_ParatrainEstimator):
         self.random_state = random_state
         self.workers = workers
         self.strategy = strategy
+        self.compress = compress
+        self.strategy_options = strategy_options
         self.threads = threads
         self.precision = precision
         self.device = device
@@ -220,7 +226,11 @@ _TRAINING_PARAMETERS_DOC = """
             for ``patience``; ignored (0) with fewer than 20 rows.
         random_state: Seed of initialization, split and shuffling; None means seed 0.
         workers: Worker processes; more than 1 needs a parallel ``strategy`` such as 'ddp'.
-        strategy: Parallel strategy by name: 'single' or 'ddp' (see ``paratrain strategies``).
+        strategy: Parallel strategy by name, with its argument: 'single', 'ddp', 'localsgd:8',
+            'sparse:0.01', 'async', 'hogwild' (see ``paratrain strategies``).
+        compress: ddp gradient compression: 'fp16', 'bf16', 'int8', 'topk:0.01', 'powersgd:4'.
+        strategy_options: Further options of the strategy, as the CLI names them: a dict
+            with keys among 'powersgd_warmup', 'error_feedback', 'sync_warmup', 'max_staleness', 'overlap', 'timeout_s'.
         threads: Intra-op threads per worker; None divides the cores among the workers.
         precision: 'fp32', 'bf16' or 'fp16' (CUDA only).
         device: 'cpu', 'cuda' or 'auto' (CUDA when available).
@@ -400,6 +410,8 @@ class FormulaRegressor(RegressorMixin, _ParatrainEstimator):
         random_state=None,
         workers=1,
         strategy="single",
+        compress=None,
+        strategy_options=None,
         threads=None,
         precision="fp32",
         device="auto",
@@ -419,6 +431,8 @@ class FormulaRegressor(RegressorMixin, _ParatrainEstimator):
         self.random_state = random_state
         self.workers = workers
         self.strategy = strategy
+        self.compress = compress
+        self.strategy_options = strategy_options
         self.threads = threads
         self.precision = precision
         self.device = device
@@ -505,6 +519,23 @@ def _hidden_sizes(value: Any) -> tuple[int, ...]:
             f"hidden_layer_sizes={value!r} must be positive integers, one per hidden layer, e.g. (100,) or (64, 64)"
         )
     return tuple(int(size) for size in sizes)
+
+
+_STRATEGY_OPTIONS = ("powersgd_warmup", "error_feedback", "sync_warmup", "max_staleness", "overlap", "timeout_s")
+"""ParallelConfig fields an estimator passes through ``strategy_options``."""
+
+
+def _strategy_options(options: Any) -> dict[str, Any]:
+    """The ``strategy_options`` dict, checked: known keys only (values are checked by the config)."""
+    if options is None:
+        return {}
+    if not isinstance(options, dict):
+        raise ValueError(f"strategy_options={options!r} must be a dict such as {{'powersgd_warmup': 20}}, or None")
+    unknown = sorted(str(key) for key in options if key not in _STRATEGY_OPTIONS)
+    if unknown:
+        raise ValueError(f"strategy_options has unknown key(s) {', '.join(unknown)}; "
+                         f"known: {', '.join(_STRATEGY_OPTIONS)}")
+    return dict(options)
 
 
 def _checked_learning_rate(value: Any) -> float:

@@ -63,3 +63,11 @@ def test_float64_and_negative_values():
 def test_k_out_of_range_is_refused(k):
     with pytest.raises(ValueError, match=r"k=.* must be in \[1, 10\]"):
         largest_magnitude(torch.ones(10), k)
+
+
+def test_workspace_receives_the_magnitudes_and_gives_the_same_set():
+    values = torch.randn(200_000, generator=torch.Generator().manual_seed(3))
+    workspace = torch.empty_like(values)
+    chosen = largest_magnitude(values, 2_000, torch.Generator().manual_seed(1), workspace=workspace)
+    assert torch.equal(workspace, values.abs())
+    assert set(chosen.tolist()) == _reference(values, 2_000)

@@ -382,12 +382,12 @@ def parameter_count(config: StrategyBenchConfig, features: int = 10) -> int:
 
 def _expectations(result: StrategyBenchResult) -> list[Expectation]:
     config, runs, items = result.config, result.runs, []
-    for key in ("ddp-topk", "ddp-powersgd"):
+    for key in ("ddp-topk", "ddp-powersgd", "sparse"):
         if key in runs:
             ratio, loss = result.dense_ratio(key), result.loss_vs_dense(key)
             label = runs[key].contender.label
-            # topk:0.01 sends 8 bytes (index, value) per kept entry against dense's 4: exactly
-            # 50x before k is rounded up per bucket, hence the 1% tolerance.
+            # topk:0.01 and sparse:0.01 send 8 bytes (index, value) per kept entry against dense's
+            # 4: exactly 50x before k is rounded up (per bucket for topk), hence the 1% tolerance.
             items.append(Expectation(f"{label} sends >= 50x fewer bytes/step than ddp (after epoch 1; 1% tolerance)",
                                      _times(ratio) + f" (whole run {_times(result.dense_ratio(key, False))})",
                                      None if ratio is None else ratio >= 0.99 * 50))
@@ -405,7 +405,7 @@ def _expectations(result: StrategyBenchResult) -> list[Expectation]:
         speedup = single[1] / fast[1] if fast and single else None
         measured = (f"{runs[fast[0]].contender.label} {fast[1]:.2f} s vs {runs[single[0]].contender.label} "
                     f"{single[1]:.2f} s: {_times(speedup)}" if speedup else "a row did not reach the target")
-        items.append(Expectation("best of topk/powersgd/localsgd reaches the target >= 1.15x sooner than the best "
+        items.append(Expectation("best of topk/powersgd/localsgd/sparse reaches the target >= 1.15x sooner than the best "
                                  "single-process row", measured, None if speedup is None else speedup >= 1.15))
     return items
 

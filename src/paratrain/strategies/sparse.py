@@ -58,12 +58,17 @@ class SparseAveraging(Strategy):
         self.options = options
         self.ratio = parse_ratio(argument)
         self.error_feedback = options.error_feedback if options is not None else True
+        # Without error feedback the unsent part is dropped when the exchange is applied,
+        # which must then happen in the same step (an overlapped one would drop the next update).
+        self.overlap = (options.overlap if options is not None else True) and self.error_feedback
+        self._pending: tuple | None = None
         self._world_size = 1
         self._params: list[torch.Tensor] = []
         self._buffers: list[torch.Tensor] = []
         self._flat = torch.empty(0)
         self._shared = torch.empty(0)
         self._unshared = torch.empty(0)
+        self._magnitude = torch.empty(0)
         self._k = 1
         self._generator: torch.Generator | None = None
         self._bytes_sent = 0
@@ -91,6 +96,7 @@ class SparseAveraging(Strategy):
             offset += param.numel()
         self._shared = self._flat.clone()
         self._unshared = torch.empty_like(self._flat)
+        self._magnitude = torch.empty_like(self._flat)
         self._k = max(1, math.ceil(self.ratio * total))
         self._index_dtype = torch.int32 if total < 2**31 else torch.int64
         # Its own generator: the top-k's sampling must not move the training's random stream.
@@ -100,40 +106,54 @@ class SparseAveraging(Strategy):
 
     def optimizer_step(self, optimizer: torch.optim.Optimizer, scaler: "torch.amp.GradScaler | None") -> None:
         super().optimizer_step(optimizer, scaler)
+        # The previous step's exchange ran while this step computed; apply it first,
+        # so that nothing is in flight when this step chooses what to send.
+        self._finish_exchange()
         unshared = torch.sub(self._flat, self._shared, out=self._unshared)
-        index = largest_magnitude(unshared, self._k, self._generator)
-        values = unshared[index]
-        gathered = self._exchange(index, values)
+        index = largest_magnitude(unshared, self._k, self._generator, workspace=self._magnitude)
+        self._start_exchange(index, unshared[index])
         self._steps += 1
+        if not self.overlap:
+            self._finish_exchange()
+
+    def _start_exchange(self, index: torch.Tensor, values: torch.Tensor) -> None:
+        """Start all-gathering every worker's (index, value) pairs; ``_finish_exchange`` applies them."""
+        wire_index = index.to(self._index_dtype)
+        if values.element_size() == wire_index.element_size():
+            # One message: the values' bits travel as integers beside the indices.
+            payloads = [torch.cat([wire_index, values.view(wire_index.dtype)])]
+        else:
+            payloads = [wire_index, values]
+        gathered = [[torch.empty_like(payload) for _ in range(self._world_size)] for payload in payloads]
+        works = [dist.all_gather(out, payload, async_op=True) for out, payload in zip(gathered, payloads)]
+        self._bytes_sent += sum(payload.numel() * payload.element_size() for payload in payloads)
+        self._pending = (works, gathered, index, values)
+
+    def _finish_exchange(self) -> None:
+        """Wait for the exchange in flight, if any, and add its mean to the shared copy and the model."""
+        if self._pending is None:
+            return
+        works, gathered, index, values = self._pending
+        self._pending = None
+        for work in works:
+            work.wait()
+        if len(gathered) == 1:
+            pairs = [(g[: self._k].long(), g[self._k :].view(values.dtype)) for g in gathered[0]]
+        else:
+            pairs = [(i.long(), v) for i, v in zip(*gathered)]
         share = 1.0 / self._world_size
-        for other_index, other_values in gathered:
+        for other_index, other_values in pairs:
             self._shared.index_add_(0, other_index, other_values, alpha=share)
         if self.error_feedback:
             # x = shared + residual: move x by what shared gained, less what this worker gave away.
             self._flat.index_add_(0, index, values, alpha=-1.0)
-            for other_index, other_values in gathered:
+            for other_index, other_values in pairs:
                 self._flat.index_add_(0, other_index, other_values, alpha=share)
         else:
             self._flat.copy_(self._shared)
 
-    def _exchange(self, index: torch.Tensor, values: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """All-gather every worker's (index, value) pairs; returns them as (int64 index, values) per worker."""
-        index = index.to(self._index_dtype)
-        if values.element_size() == index.element_size():
-            # One message: the values' bits travel as integers beside the indices.
-            payload = torch.cat([index, values.view(index.dtype)])
-            gathered = [torch.empty_like(payload) for _ in range(self._world_size)]
-            dist.all_gather(gathered, payload)
-            self._bytes_sent += payload.numel() * payload.element_size()
-            return [(g[: self._k].long(), g[self._k :].view(values.dtype)) for g in gathered]
-        indices = [torch.empty_like(index) for _ in range(self._world_size)]
-        value_lists = [torch.empty_like(values) for _ in range(self._world_size)]
-        dist.all_gather(indices, index)
-        dist.all_gather(value_lists, values)
-        self._bytes_sent += index.numel() * index.element_size() + values.numel() * values.element_size()
-        return [(i.long(), v) for i, v in zip(indices, value_lists)]
-
     def synchronize_model(self, model: torch.nn.Module) -> None:
+        self._finish_exchange()
         # Training ends: average the workers' models (each is shared + its residual),
         # so that the saved model is the consensus rather than rank 0's.
         self._bytes_sent += _all_reduce_mean_([self._flat] + self._buffers, self._world_size)

@@ -33,12 +33,17 @@ MAX_SAMPLED_RATIO = 0.05
 """Above this share of entries, sampling saves little: plain torch.topk."""
 
 
-def largest_magnitude(values: torch.Tensor, k: int, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Indices (int64, unsorted) of the k entries of a 1-D tensor with the largest absolute value."""
+def largest_magnitude(values: torch.Tensor, k: int, generator: torch.Generator | None = None,
+                      workspace: torch.Tensor | None = None) -> torch.Tensor:
+    """Indices (int64, unsorted) of the k entries of a 1-D tensor with the largest absolute value.
+
+    ``workspace``, a tensor like ``values``, receives |values|: a caller that selects every
+    step passes the same one, since a fresh multi-MB tensor costs page faults each time.
+    """
     n = values.numel()
     if not 1 <= k <= n:
         raise ValueError(f"k={k} must be in [1, {n}] for a tensor of {n} entries")
-    magnitude = values.abs()
+    magnitude = torch.abs(values, out=workspace) if workspace is not None else values.abs()
     if n < 4 * SAMPLE_SIZE or k > MAX_SAMPLED_RATIO * n:
         return magnitude.topk(k, sorted=False).indices
     sample = magnitude[torch.randint(0, n, (SAMPLE_SIZE,), generator=generator, device=values.device)]
