@@ -1,4 +1,4 @@
-"""Strategy benchmark: single, ddp (plain and compressed), localsgd, async and hogwild side by side.
+"""Strategy benchmark: single, ddp (plain and compressed), localsgd, sparse, async and hogwild side by side.
 
     python benchmarks/bench_strategies.py --json /tmp/bench_strategies.json
     python benchmarks/bench_strategies.py --quick

@@ -1,7 +1,7 @@
 """The strategy benchmark: every parallel strategy side by side, on the same data and model.
 
 One run trains each contender (single process with 1 thread and with every core,
-ddp plain and compressed, local SGD, async, hogwild) for the same epochs on the
+ddp plain and compressed, local SGD, sparse model averaging, async, hogwild) for the same epochs on the
 same Friedman #1 rows, the same MLP and the same seed, and reports per contender:
 
 * samples/s: median over epochs after the first (a warm-up) of ``samples_per_s``;
