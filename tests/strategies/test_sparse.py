@@ -104,3 +104,28 @@ def test_sparse_resume_finishes_like_an_uninterrupted_run(table, tmp_path, adam_
     assert resumed.summary["status"] == "finished"
     assert [r["epoch"] for r in _records(resumed.run_dir)] == list(range(1, 31))
     assert resumed.summary["val_loss"] <= 1.3 * adam_single_val_loss, (resumed.summary, adam_single_val_loss)
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("strategy", ["sparse:0.05", "localsgd:4"])
+def test_summary_describes_the_saved_consensus_model(table, tmp_path, strategy):
+    """Strategies whose workers' models differ average them when training ends; the summary's
+    validation figures are then those of the saved (averaged) model, recomputed here from
+    model.pt on the validation rows, and the last epoch's own figure is kept beside them."""
+    import numpy as np
+    import pandas as pd
+
+    from paratrain.data.split import train_val_split
+    from paratrain.predict import TrainedModel
+
+    result = fit(_config(table, tmp_path / "run", strategy=strategy, workers=2, batch_size=32, epochs=5,
+                         optimizer="adam", lr=3e-3))
+    summary = result.summary
+    assert summary["last_epoch_val_loss"] == _records(result.run_dir)[-1]["val_loss"]
+    frame = pd.read_csv(table)
+    _, val_rows = train_val_split(len(frame), 0.2, 0)
+    val = frame.iloc[val_rows]
+    predicted = np.asarray(TrainedModel.load(result.run_dir).predict(val.drop(columns="y"))).reshape(-1)
+    rmse = float(np.sqrt(np.mean((predicted - val["y"].to_numpy()) ** 2)))
+    assert summary["val_rmse"] == pytest.approx(rmse, rel=1e-4)
+    assert summary["val_loss"] != summary["last_epoch_val_loss"]  # the average is a different model

@@ -10,7 +10,8 @@ same Friedman #1 rows, the same MLP and the same seed, and reports per contender
 * time to a target validation loss: ``seconds`` (training + validation of each
   epoch, from metrics.jsonl) summed until ``val_loss <= target``; process start-up,
   data preparation and rendezvous are not counted;
-* final validation loss, and its ratio to dense ddp's.
+* final validation loss (the saved model's: for localsgd and sparse, the workers' average
+  validated once more after the last epoch), and its ratio to dense ddp's.
 
 The target is the best validation loss the reference row (one process on every
 core) reaches by the middle epoch, times ``target_slack``, unless ``target_loss`` is
@@ -185,6 +186,8 @@ class StrategyRun:
     """Per repetition, fit()'s wall time (start-up, data preparation and teardown included)."""
     load_average: list[float] = field(default_factory=list)
     """Per repetition, the 1-minute load average when the run ended."""
+    saved_val_losses: list[float | None] = field(default_factory=list)
+    """Per repetition, the summary's val_loss: the saved model's (after a final average, if any)."""
 
     @property
     def samples_per_s(self) -> float:
@@ -200,7 +203,11 @@ class StrategyRun:
 
     @property
     def final_val_loss(self) -> float:
-        return statistics.median(rep[-1]["val_loss"] for rep in self.records)
+        """Median over repetitions of the saved model's val_loss (the summary's: for localsgd and
+        sparse that is the workers' average, validated after the last epoch)."""
+        saved = self.saved_val_losses + [None] * (len(self.records) - len(self.saved_val_losses))
+        return statistics.median(loss if loss is not None else rep[-1]["val_loss"]
+                                 for rep, loss in zip(self.records, saved))
 
     def best_val_loss_by(self, epoch: int) -> float:
         """Median over repetitions of the lowest val_loss of epochs 1..epoch."""
@@ -231,6 +238,7 @@ class StrategyRun:
             "epochs_to_target": self.epochs_to_target(target),
             "seconds_to_target": self.seconds_to_target(target),
             "final_val_loss": self.final_val_loss,
+            "saved_val_losses": self.saved_val_losses,
             "last_3_epochs_mean_val_loss": self.tail_val_loss(),
             "wall_seconds": self.wall_seconds,
             "load_average": self.load_average,
@@ -320,7 +328,7 @@ def run_strategy_benchmark(config: StrategyBenchConfig, progress: Progress = _st
             _run_one(config, contender, runs[contender.key], frame, Path(workdir) / f"{contender.key}-{rep}")
             run = runs[contender.key]
             last = run.records[-1]
-            progress(f"rep {rep + 1}/{config.reps} {contender.label}: final val_loss {last[-1]['val_loss']:.4f}, "
+            progress(f"rep {rep + 1}/{config.reps} {contender.label}: final val_loss {run.final_val_loss:.4f}, "
                      f"{statistics.median(r['samples_per_s'] for r in last[1:]):,.0f} samples/s, "
                      f"{run.wall_seconds[-1]:.1f} s wall (load average {run.load_average[-1]:.1f})")
     target, source = _choose_target(config, runs)
@@ -346,6 +354,7 @@ def _run_one(config: StrategyBenchConfig, contender: Contender, run: StrategyRun
     run.wall_seconds.append(time.perf_counter() - started)
     run.load_average.append(os.getloadavg()[0])
     run.records.append(MetricsLog(Path(result.run_dir) / rundir.METRICS_FILE).read())
+    run.saved_val_losses.append(result.summary.get("val_loss"))
 
 
 def _choose_target(config: StrategyBenchConfig, runs: dict[str, StrategyRun]) -> tuple[float, str]:
@@ -446,7 +455,9 @@ def _config_line(result: StrategyBenchResult) -> str:
             f"{config.epochs} epochs, seed {config.seed}, {config.workers} workers per parallel row, "
             f"{config.reps} interleaved rep(s), medians. samples/s: epochs after the first. Target val_loss "
             f"{result.target_loss:.4f} ({result.target_source}); time to target sums each epoch's train + "
-            f"validation seconds (resolution: one epoch), process start-up excluded. "
+            f"validation seconds (resolution: one epoch), process start-up excluded. Final val_loss: the saved "
+            f"model's (localsgd and sparse average the workers' models after the last epoch; the per-epoch "
+            f"figures below score each worker's own). "
             f"OMP_WAIT_POLICY={result.environment.get('omp_wait_policy')}. "
             f"Wall time {result.wall_seconds:.0f} s; load average {_load(load.get('start'))} at start, "
             f"{_load(load.get('end'))} at end ({result.environment.get('cores')} cores).")

@@ -90,9 +90,11 @@ class Strategy:
     def after_optimizer_step(self, model: torch.nn.Module, step: int) -> None:
         """Called after every optimizer step (model averaging strategies use it)."""
 
-    def synchronize_model(self, model: torch.nn.Module) -> None:
+    def synchronize_model(self, model: torch.nn.Module) -> bool:
         """Called once when training ends, before the model is saved: a strategy whose
-        workers' models drift apart (local SGD) makes them agree here."""
+        workers' models drift apart (local SGD) makes them agree here. Returns True when
+        that changed the model, so that the loop validates the saved model once more."""
+        return False
 
     def communication_stats(self) -> "CommStats | None":
         """Bytes sent since the last call, or None for a strategy that does not communicate."""

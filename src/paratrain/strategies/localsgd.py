@@ -70,12 +70,14 @@ class LocalSGD(Strategy):
         if local_steps > 0 and local_steps % self.period == 0:
             self._average()
 
-    def synchronize_model(self, model: torch.nn.Module) -> None:
+    def synchronize_model(self, model: torch.nn.Module) -> bool:
         # One last average when training ends, so that the saved model is the workers'
         # consensus rather than rank 0's drifted copy. (Per-epoch validation combines
         # each rank's own model; averaging every epoch would cost extra traffic.)
         if self._unaveraged_steps > 0:
             self._average()
+            return True
+        return False
 
     def _average(self) -> None:
         self._bytes_sent += _all_reduce_mean_(self._params + self._buffers, self._world_size)

@@ -152,12 +152,13 @@ class SparseAveraging(Strategy):
         else:
             self._flat.copy_(self._shared)
 
-    def synchronize_model(self, model: torch.nn.Module) -> None:
+    def synchronize_model(self, model: torch.nn.Module) -> bool:
         self._finish_exchange()
         # Training ends: average the workers' models (each is shared + its residual),
         # so that the saved model is the consensus rather than rank 0's.
         self._bytes_sent += _all_reduce_mean_([self._flat] + self._buffers, self._world_size)
         self._shared.copy_(self._flat)
+        return True
 
     def communication_stats(self) -> CommStats | None:
         if self._steps == 0:

@@ -186,8 +186,11 @@ def run_training(config: FitConfig, worker: WorkerContext, source: Any, run_dir:
     finally:
         progress.close()
     finished = stopped_early or stopped_by_callback or state.epoch >= config.train.epochs
-    if finished:
-        strategy.synchronize_model(wrapped)
+    final_validation: dict[str, Any] = {}
+    if finished and strategy.synchronize_model(wrapped):
+        # The workers' models were averaged: the per-epoch figures described each worker's
+        # own model, the summary must describe the model that is saved.
+        final_validation = _validate(ctx, data, config, strategy)
     strategy.barrier()
     strategy.teardown()
     if not worker.is_main:
@@ -196,6 +199,9 @@ def run_training(config: FitConfig, worker: WorkerContext, source: Any, run_dir:
         return {"status": "stopped", "epochs": state.epoch, "run_dir": str(run_dir)}
     _save_model(run_dir, model, spec, data, config)
     summary = _summary(config, worker, state, metrics.read(), time.perf_counter() - wall_start, stopped_early, data, run_dir)
+    if final_validation:
+        summary["last_epoch_val_loss"] = summary.get("val_loss")
+        summary.update(final_validation)
     summary["stopped_by_callback"] = stopped_by_callback
     save_json_atomic(summary, run_dir / rundir.SUMMARY_FILE)
     return summary
@@ -207,15 +213,13 @@ def _run_epoch(ctx: StepContext, data: PreparedData, config: FitConfig, state: L
     loss_sum, rows = train_epoch(ctx, data, config, state, epoch_generator(config, state.epoch, worker.rank))
     train_seconds = time.perf_counter() - started
     totals = strategy.all_reduce_sum(torch.tensor([loss_sum, rows], dtype=torch.float64))
-    sums = evaluation_sums(strategy.unwrap_model(ctx.model), data.x_val, data.y_val, data.task,
-                           max(config.train.batch_size, 4096), ctx.precision.autocast)
-    sums = strategy.all_reduce_sum(sums)
+    validation = _validate(ctx, data, config, strategy)
     seconds = time.perf_counter() - started
     global_rows = int(totals[1])
     state.train_seconds += train_seconds
     state.samples_seen += global_rows
     record = {"epoch": state.epoch + 1, "train_loss": float(totals[0]) / max(global_rows, 1)}
-    record.update(metrics_from_sums(sums, data.task, data.target_scale))
+    record.update(validation)
     record["lr"] = ctx.optimizer.param_groups[0]["lr"]
     comm = strategy.communication_stats()
     if comm is not None:
@@ -226,6 +230,13 @@ def _run_epoch(ctx: StepContext, data: PreparedData, config: FitConfig, state: L
     record["samples_per_s"] = global_rows / train_seconds if train_seconds > 0 else float("nan")
     record["seconds"] = seconds
     return record
+
+
+def _validate(ctx: StepContext, data: PreparedData, config: FitConfig, strategy: Strategy) -> dict[str, Any]:
+    """Validation metrics of the model(s) now: each rank scores its own rows, the sums add up."""
+    sums = evaluation_sums(strategy.unwrap_model(ctx.model), data.x_val, data.y_val, data.task,
+                           max(config.train.batch_size, 4096), ctx.precision.autocast)
+    return metrics_from_sums(strategy.all_reduce_sum(sums), data.task, data.target_scale)
 
 
 def _ask_callbacks(callbacks: Sequence[EpochCallback], record: dict[str, Any], worker: WorkerContext,
