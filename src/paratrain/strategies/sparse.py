@@ -18,9 +18,11 @@ CSER (Xie et al., 2020):
 
 So a worker always computes gradients where its own updates have taken it, and
 what it has not yet shared cannot pile up into a jump. Each worker sends 8k
-bytes per step (int32 index + float32 value), e.g. 100x fewer than dense
-all-reduce at RATIO = 0.01. With RATIO = 1 and plain SGD this is exactly
-synchronous SGD (tests/strategies/test_sparse.py checks it).
+bytes per step (int32 index + float32 value): 50x fewer than dense all-reduce
+at RATIO = 0.01. The exchange runs while the next step computes, so the other
+workers' shares arrive one step later (``overlap=False`` waits instead; with
+RATIO = 1 and SGD that is exactly synchronous SGD, which
+tests/strategies/test_sparse.py checks).
 
 Between steps the workers' models differ by their residuals (as in local SGD):
 each epoch's validation sums every worker's model on its own rows, and when
@@ -87,6 +89,8 @@ class SparseAveraging(Strategy):
         # the top-k and the residual are single vector operations. The optimizer
         # holds the same Parameter objects, so it steps the flat vector.
         total = sum(p.numel() for p in self._params)
+        if total == 0:
+            raise ConfigError(f"strategy='sparse:{self.ratio:g}' needs a model with trainable parameters")
         self._flat = torch.empty(total, dtype=dtypes.pop(), device=ctx.device)
         offset = 0
         for param in self._params:
