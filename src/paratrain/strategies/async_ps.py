@@ -44,7 +44,7 @@ import torch.distributed.rpc as rpc
 from torch.futures import Future
 
 from paratrain.errors import ConfigError
-from paratrain.strategies.base import CommStats, Strategy, WorkerContext
+from paratrain.strategies.base import CommStats, ProcessGroupStrategy, WorkerContext
 
 log = logging.getLogger("paratrain")
 
@@ -200,11 +200,10 @@ def _remote_finish(worker: int) -> None:
     _serving().finish(worker)
 
 
-class AsyncParameterServerStrategy(Strategy):
+class AsyncParameterServerStrategy(ProcessGroupStrategy):
     """Trainers push gradients to a parameter server without waiting for each other."""
 
     name = "async"
-    needs_process_group = True
     supports_accumulation = True
     description = "asynchronous parameter server on rank 0 (bounded staleness with --max-staleness)"
 
@@ -273,16 +272,12 @@ class AsyncParameterServerStrategy(Strategy):
     def load_state_dict(self, state: dict) -> None:
         self._restored = dict(state) if state else None
 
-    def all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
-        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
-        return tensor
-
     def barrier(self) -> None:
         # A trainer at the final barrier has pushed its last gradient; once all
         # are here every update is applied, and each takes the final parameters
         # (rank 0 saves its model next).
         self._finish()
-        dist.barrier()
+        super().barrier()
         self._load(self._pull())
 
     def teardown(self) -> None:

@@ -116,3 +116,21 @@ class Strategy:
 
     def teardown(self) -> None:
         """Release what setup took."""
+
+
+class ProcessGroupStrategy(Strategy):
+    """A strategy whose workers share a torch.distributed process group: metrics and
+    barriers go through it (gloo on CPU, NCCL on CUDA)."""
+
+    needs_process_group: ClassVar[bool] = True
+
+    def all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        import torch.distributed as dist  # here: one-process runs never need it
+
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+        return tensor
+
+    def barrier(self) -> None:
+        import torch.distributed as dist
+
+        dist.barrier()

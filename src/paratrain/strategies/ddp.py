@@ -12,10 +12,9 @@ import contextlib
 from typing import TYPE_CHECKING, ContextManager
 
 import torch
-import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from paratrain.strategies.base import CommStats, Strategy, WorkerContext
+from paratrain.strategies.base import CommStats, ProcessGroupStrategy, WorkerContext
 from paratrain.strategies.compression import Compressor, build_compressor, parse_compression
 
 if TYPE_CHECKING:
@@ -24,11 +23,10 @@ if TYPE_CHECKING:
 _MIB = 1024 * 1024
 
 
-class DistributedDataParallelStrategy(Strategy):
+class DistributedDataParallelStrategy(ProcessGroupStrategy):
     """Synchronous all-reduce of gradients every optimizer step, optionally compressed."""
 
     name = "ddp"
-    needs_process_group = True
     description = "synchronous data parallel (all-reduce of gradients every step; --compress to compress)"
 
     def __init__(self, argument: str | None = None, options: "ParallelConfig | None" = None) -> None:
@@ -76,10 +74,3 @@ class DistributedDataParallelStrategy(Strategy):
     def load_state_dict(self, state: dict) -> None:
         if self.compressor is not None and state.get("compressor"):
             self.compressor.load_state_dict(state["compressor"])
-
-    def all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
-        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
-        return tensor
-
-    def barrier(self) -> None:
-        dist.barrier()

@@ -29,7 +29,7 @@ import torch
 import torch.distributed as dist
 
 from paratrain.errors import ConfigError
-from paratrain.strategies.base import Strategy, WorkerContext
+from paratrain.strategies.base import ProcessGroupStrategy, WorkerContext
 
 SHM_PREFIX = "paratrain-hogwild-"
 
@@ -50,11 +50,10 @@ def check_one_machine() -> None:
         )
 
 
-class HogwildStrategy(Strategy):
+class HogwildStrategy(ProcessGroupStrategy):
     """Lock-free updates of parameters shared in memory by the workers of one machine."""
 
     name = "hogwild"
-    needs_process_group = True
     description = "lock-free updates of shared-memory parameters by N processes on one machine (Hogwild!)"
 
     def __init__(self, argument: str | None = None, options=None) -> None:
@@ -96,13 +95,6 @@ class HogwildStrategy(Strategy):
                 p.data = self._shared[offset : offset + p.numel()].view_as(p)
                 offset += p.numel()
         return model
-
-    def all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
-        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
-        return tensor
-
-    def barrier(self) -> None:
-        dist.barrier()
 
     def communication_stats(self) -> None:
         # Nothing crosses a wire: workers read and write one memory. (Reporting

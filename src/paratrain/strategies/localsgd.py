@@ -21,17 +21,16 @@ import torch
 import torch.distributed as dist
 
 from paratrain.errors import ConfigError
-from paratrain.strategies.base import CommStats, Strategy, WorkerContext
+from paratrain.strategies.base import CommStats, ProcessGroupStrategy, WorkerContext
 
 if TYPE_CHECKING:
     from paratrain.config import ParallelConfig
 
 
-class LocalSGD(Strategy):
+class LocalSGD(ProcessGroupStrategy):
     """Workers train alone and average parameters every PERIOD optimizer steps."""
 
     name = "localsgd"
-    needs_process_group = True
     description = "local SGD: workers step alone, parameters averaged every PERIOD steps (localsgd:8)"
 
     def __init__(self, argument: str | None = None, options: "ParallelConfig | None" = None) -> None:
@@ -97,13 +96,6 @@ class LocalSGD(Strategy):
 
     def load_state_dict(self, state: dict) -> None:
         self.steps_done = int(state.get("steps_done", 0))
-
-    def all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
-        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
-        return tensor
-
-    def barrier(self) -> None:
-        dist.barrier()
 
 
 def parse_period(argument: str | None) -> int:

@@ -40,7 +40,7 @@ import torch
 import torch.distributed as dist
 
 from paratrain.errors import ConfigError
-from paratrain.strategies.base import CommStats, Strategy, WorkerContext
+from paratrain.strategies.base import CommStats, ProcessGroupStrategy, WorkerContext
 from paratrain.strategies.localsgd import _all_reduce_mean_, _broadcast_
 from paratrain.strategies.topk import largest_magnitude
 
@@ -48,11 +48,10 @@ if TYPE_CHECKING:
     from paratrain.config import ParallelConfig
 
 
-class SparseAveraging(Strategy):
+class SparseAveraging(ProcessGroupStrategy):
     """Workers step alone; every step each shares the largest RATIO of its unshared parameter change."""
 
     name = "sparse"
-    needs_process_group = True
     description = ("sparse model averaging: every step each worker shares the largest RATIO of its unshared "
                    "update (sparse:0.01)")
 
@@ -172,13 +171,6 @@ class SparseAveraging(Strategy):
         self._bytes_sent = 0
         self._steps = 0
         return stats
-
-    def all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
-        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
-        return tensor
-
-    def barrier(self) -> None:
-        dist.barrier()
 
 
 def parse_ratio(argument: str | None) -> float:
