@@ -50,6 +50,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "(default: single on every core's best val_loss by the middle epoch x 1.05)")
     parser.add_argument("--target-epoch", type=int, help="the automatic target is the best val_loss up to this "
                         "epoch (default: the middle one)")
+    parser.add_argument("--evals-per-epoch", type=int,
+                        help="validations per epoch of every run: the resolution of time to target (default 4)")
     parser.add_argument("--workdir", type=Path, help="keep the run directories here (default: a temp dir)")
     parser.add_argument("--json", type=Path, help="write all raw figures to this JSON file")
     return parser.parse_args(argv)
@@ -63,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     from paratrain.errors import ParatrainError
 
     names = ("rows", "epochs", "batch_size", "lr", "reps", "workers", "seed", "noise", "topk_ratio", "powersgd_rank",
-             "powersgd_warmup", "localsgd_period", "max_staleness", "target_loss", "target_epoch")
+             "powersgd_warmup", "localsgd_period", "max_staleness", "target_loss", "target_epoch",
+             "evals_per_epoch")
     overrides = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
     try:
         if args.hidden:

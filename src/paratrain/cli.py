@@ -65,6 +65,8 @@ def _fit_arguments(parser: argparse.ArgumentParser) -> None:
     train.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default: auto")
     train.add_argument("--stop-after", type=int, help="end this session after N epochs; continue with --resume")
     train.add_argument("--checkpoint-every", type=int, help="write checkpoint.pt every N epochs and at the end (1); 0 never")
+    train.add_argument("--evals-per-epoch", type=int,
+                       help="validations per epoch (1); above 1, metrics.jsonl lists those inside each epoch")
 
     parallel = parser.add_argument_group("parallelism")
     parallel.add_argument("--strategy", help="single (default), ddp; see `paratrain strategies`")

@@ -177,6 +177,9 @@ class TrainConfig:
     """End this session after this many epochs (checkpointed); continue later with --resume."""
     checkpoint_every: int = 1
     """Write checkpoint.pt every this many epochs and at the end; 0 never (then a run cannot be resumed)."""
+    evals_per_epoch: int = 1
+    """Validations per epoch: above 1, the epoch's record also lists validations at evenly spaced
+    steps inside the epoch (finer loss curves and time-to-target on large data sets)."""
 
     def __post_init__(self) -> None:
         _check_int("epochs", self.epochs, 1)
@@ -191,6 +194,7 @@ class TrainConfig:
         if self.stop_after is not None:
             _check_int("stop_after", self.stop_after, 1)
         _check_int("checkpoint_every", self.checkpoint_every, 0)
+        _check_int("evals_per_epoch", self.evals_per_epoch, 1)
         if self.stop_after is not None and self.checkpoint_every == 0:
             raise ConfigError("stop_after needs checkpoints to resume from, but checkpoint_every=0")
 

@@ -18,6 +18,7 @@ from paratrain.bench.strategies import (
     StrategyBenchConfig,
     run_strategy_benchmark,
     strategy_markdown_report,
+    validations,
 )
 from paratrain.errors import ConfigError
 
@@ -50,10 +51,16 @@ def test_tiny_benchmark_reports_every_row(tmp_path):
         assert result.runs[key].contender.workers == 2
     assert result.dense_ratio("ddp") == pytest.approx(1.0)
     assert result.dense_ratio("ddp-topk") > 10  # 1% of the entries at 8 bytes each
-    # The automatic target is the reference's loss at the middle epoch (1 of 2), x 1.05: reached then.
-    assert result.target_loss == pytest.approx(result.runs["single"].records[0][0]["val_loss"] * 1.05)
-    assert result.runs["single"].epochs_to_target(result.target_loss) == [1]
-    assert _positive(result.runs["single"].seconds_to_target(result.target_loss))
+    # Four validations per epoch: three inside it (at steps 1/4, 2/4, 3/4 of the way), one at its end.
+    single = result.runs["single"].records[0]
+    assert [len(record["evals"]) for record in single] == [3, 3]
+    # The automatic target is the reference's best loss by the middle epoch (1 of 2), x 1.05: reached by then.
+    best = min(v.val_loss for v in validations(single) if v.epochs <= 1)
+    assert result.target_loss == pytest.approx(best * 1.05)
+    (reached,) = result.runs["single"].epochs_to_target(result.target_loss)
+    assert 0 < reached <= 1
+    seconds = result.runs["single"].seconds_to_target(result.target_loss)
+    assert _positive(seconds) and seconds <= single[0]["train_seconds"] + 1e-9
     assert any("topk:0.01" in item.claim for item in result.expectations())
     assert lines, "progress lines were reported"
 
@@ -70,7 +77,7 @@ def test_script_prints_a_table_and_writes_json(tmp_path):
     out = tmp_path / "bench.json"
     command = [sys.executable, str(ROOT / "benchmarks" / "bench_strategies.py"), "--quick", "--rows", "1500",
                "--hidden", "16", "--epochs", "2", "--only", "single-1t,ddp-powersgd", "--powersgd-warmup", "2",
-               "--target-loss", "100", "--workdir", str(tmp_path / "runs"), "--json", str(out)]
+               "--target-loss", "100", "--evals-per-epoch", "1", "--workdir", str(tmp_path / "runs"), "--json", str(out)]
     done = subprocess.run(command, capture_output=True, text=True, timeout=280)
     assert done.returncode == 0, done.stderr
     assert "| row | workers x threads |" in done.stdout and "| ddp powersgd:4 |" in done.stdout
@@ -81,7 +88,26 @@ def test_script_prints_a_table_and_writes_json(tmp_path):
     assert report["rows"]["ddp-powersgd"]["comm_bytes_per_step_whole_run"] > 0
 
 
-@pytest.mark.parametrize("field, value", [("epochs", 1), ("workers", 1), ("contenders", ("ddp", "nccl")),
+def test_validations_put_those_inside_an_epoch_before_its_end_and_add_up_training_seconds():
+    records = [
+        {"train_seconds": 4.0, "val_loss": 0.5,
+         "evals": [{"epoch_fraction": 0.25, "train_seconds": 1.0, "val_loss": 0.9},
+                   {"epoch_fraction": 0.5, "train_seconds": 2.0, "val_loss": 0.7}]},
+        {"train_seconds": 3.0, "val_loss": 0.4, "evals": [{"epoch_fraction": 0.5, "train_seconds": 1.5, "val_loss": 0.45}]},
+        {"train_seconds": 3.0, "val_loss": 0.3},
+    ]
+    assert [(v.epochs, v.train_seconds, v.val_loss) for v in validations(records)] == [
+        (0.25, 1.0, 0.9), (0.5, 2.0, 0.7), (1.0, 4.0, 0.5), (1.5, 5.5, 0.45), (2.0, 7.0, 0.4), (3.0, 10.0, 0.3)]
+
+    from paratrain.bench.strategies import Contender, StrategyRun
+
+    run = StrategyRun(Contender("single", "single", 1, 1, 8), records=[records])
+    assert run.epochs_to_target(0.46) == [1.5] and run.seconds_to_target(0.46) == 5.5
+    assert run.epochs_to_target(0.1) == [None] and run.seconds_to_target(0.1) is None
+    assert run.best_val_loss_by(1) == 0.5
+
+
+@pytest.mark.parametrize("field, value", [("epochs", 1), ("evals_per_epoch", 0), ("workers", 1), ("contenders", ("ddp", "nccl")),
                                           ("topk_ratio", 0.0), ("target_epoch", 9), ("target_slack", 0.5)])
 def test_config_rejects_bad_values_naming_the_field(field, value):
     with pytest.raises(ConfigError, match=field):

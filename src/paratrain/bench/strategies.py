@@ -7,15 +7,17 @@ same Friedman #1 rows, the same MLP and the same seed, and reports per contender
 * samples/s: median over epochs after the first (a warm-up) of ``samples_per_s``;
 * comm bytes per optimizer step (``comm_bytes_per_step``): after the first epoch,
   when warm-ups (PowerSGD's plain all-reduce steps) are over, and over the whole run;
-* time to a target validation loss: ``seconds`` (training + validation of each
-  epoch, from metrics.jsonl) summed until ``val_loss <= target``; process start-up,
+* time to a target validation loss: training seconds (metrics.jsonl ``train_seconds``,
+  and inside an epoch those of its ``evals``) until the first validation with
+  ``val_loss <= target``. Every run validates ``evals_per_epoch`` times per epoch, so
+  the time is resolved to a fraction of an epoch; validation itself, process start-up,
   data preparation and rendezvous are not counted;
 * final validation loss (the saved model's: for localsgd and sparse, the workers' average
   validated once more after the last epoch), and its ratio to dense ddp's.
 
 The target is the best validation loss the reference row (one process on every
-core) reaches by the middle epoch, times ``target_slack``, unless ``target_loss`` is
-given. The best, not the middle epoch's own: near the noise floor the validation
+core) reaches by the middle epoch (any validation up to its end), times ``target_slack``,
+unless ``target_loss`` is given. The best, not the middle epoch's own: near the noise floor the validation
 loss jumps a few percent from epoch to epoch, and one upward jump would make the
 target so loose that every row reaches it after its first epoch.
 Contenders alternate (A B C A B C ...) over repetitions; figures are medians.
@@ -92,11 +94,14 @@ class StrategyBenchConfig:
     """The automatic target is the reference's best val_loss up to this epoch; None: the middle epoch."""
     target_slack: float = 1.05
     """Factor on the reference's loss for the automatic target (>= 1)."""
+    evals_per_epoch: int = 4
+    """Validations per epoch of every run: the resolution of time to target."""
 
     def __post_init__(self) -> None:
         self.hidden, self.contenders = tuple(self.hidden), tuple(self.contenders)
         for name, minimum in (("rows", 100), ("batch_size", 1), ("epochs", 2), ("seed", 0), ("workers", 2),
-                              ("reps", 1), ("powersgd_rank", 1), ("powersgd_warmup", 2), ("localsgd_period", 1)):
+                              ("reps", 1), ("powersgd_rank", 1), ("powersgd_warmup", 2), ("localsgd_period", 1),
+                              ("evals_per_epoch", 1)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
                 hint = " (the first epoch is a warm-up)" if name == "epochs" else ""
@@ -210,23 +215,28 @@ class StrategyRun:
                                  for rep, loss in zip(self.records, saved))
 
     def best_val_loss_by(self, epoch: int) -> float:
-        """Median over repetitions of the lowest val_loss of epochs 1..epoch."""
-        return statistics.median(min(r["val_loss"] for r in rep[:epoch]) for rep in self.records)
+        """Median over repetitions of the lowest val_loss of any validation up to the end of ``epoch``."""
+        return statistics.median(min(v.val_loss for v in validations(rep) if v.epochs <= epoch)
+                                 for rep in self.records)
 
     def tail_val_loss(self, epochs: int = 3) -> float:
         """Median over repetitions of the mean val_loss of the last ``epochs`` epochs (less noisy than the final)."""
         return statistics.median(statistics.fmean(r["val_loss"] for r in rep[-epochs:]) for rep in self.records)
 
-    def epochs_to_target(self, target: float) -> list[int | None]:
-        """Per repetition, the 1-based epoch whose val_loss first is <= target (None: never)."""
-        return [next((i for i, r in enumerate(rep, start=1) if r["val_loss"] <= target), None) for rep in self.records]
+    def first_reaching(self, target: float) -> list["Validation | None"]:
+        """Per repetition, the first validation with val_loss <= target (None: never)."""
+        return [next((v for v in validations(rep) if v.val_loss <= target), None) for rep in self.records]
+
+    def epochs_to_target(self, target: float) -> list[float | None]:
+        """Per repetition, the epochs trained (fractional inside an epoch) when the target was first met."""
+        return [None if v is None else v.epochs for v in self.first_reaching(target)]
 
     def seconds_to_target(self, target: float) -> float | None:
-        """Median summed epoch seconds up to the target; None unless every repetition reached it."""
-        epochs = self.epochs_to_target(target)
-        if not epochs or None in epochs:
+        """Median training seconds up to the target; None unless every repetition reached it."""
+        reached = self.first_reaching(target)
+        if not reached or None in reached:
             return None
-        return statistics.median(sum(r["seconds"] for r in rep[:n]) for rep, n in zip(self.records, epochs))
+        return statistics.median(v.train_seconds for v in reached)
 
     def to_dict(self, target: float) -> dict[str, Any]:
         return {
@@ -244,6 +254,27 @@ class StrategyRun:
             "load_average": self.load_average,
             "records": self.records,
         }
+
+
+@dataclass(frozen=True)
+class Validation:
+    """One validation of a run: when (epochs and training seconds so far) and the loss."""
+
+    epochs: float
+    train_seconds: float
+    val_loss: float
+
+
+def validations(records: list[dict[str, Any]]) -> list[Validation]:
+    """Every validation of one run in order: those inside each epoch (``evals``), then its end."""
+    out, before = [], 0.0
+    for index, record in enumerate(records):
+        for inner in record.get("evals", []):
+            out.append(Validation(index + inner["epoch_fraction"], before + inner["train_seconds"],
+                                  inner["val_loss"]))
+        before += record["train_seconds"]
+        out.append(Validation(float(index + 1), before, record["val_loss"]))
+    return out
 
 
 @dataclass
@@ -299,8 +330,9 @@ class StrategyBenchResult:
             "load_average": self.load_average,
             "target_loss": self.target_loss,
             "target_source": self.target_source,
-            "notes": {"seconds_to_target": "sum of metrics.jsonl `seconds` (train + validation of each epoch, rank 0) "
-                                           "until val_loss <= target; process start-up not counted",
+            "notes": {"seconds_to_target": "training seconds (metrics.jsonl `train_seconds`, rank 0; inside an epoch, "
+                                           "its `evals`) until the first validation with val_loss <= target; "
+                                           "validation, process start-up and data preparation not counted",
                       "samples_per_s": "median over epochs after the first of metrics.jsonl `samples_per_s`"},
             "rows": {key: run.to_dict(self.target_loss) for key, run in self.runs.items()},
             "expectations": [asdict(item) for item in self.expectations()],
@@ -347,7 +379,7 @@ def _run_one(config: StrategyBenchConfig, contender: Contender, run: StrategyRun
 
     fields = {"target": "y", "model": "mlp", "hidden": list(config.hidden), "optimizer": "adam", "lr": config.lr,
               "schedule": "none", "seed": config.seed, "epochs": config.epochs, "val_fraction": config.val_fraction,
-              "checkpoint_every": 0, "verbosity": 0, "out": str(out),
+              "checkpoint_every": 0, "verbosity": 0, "out": str(out), "evals_per_epoch": config.evals_per_epoch,
               "batch_size": contender.batch_size, "threads": contender.threads, **contender.fields}
     started = time.perf_counter()
     result = fit(FitConfig.from_dict(fields), data=frame)
@@ -424,12 +456,12 @@ def strategy_markdown_report(result: StrategyBenchResult) -> str:
     config, target = result.config, result.target_loss
     lines = [_config_line(result), "",
              "| row | workers x threads | batch per worker (global) | samples/s | comm bytes/step after epoch 1 "
-             "(whole run) | fewer bytes than ddp | time to target, s (epochs) | final val_loss | vs ddp |",
+             "(whole run) | fewer bytes than ddp | training s to target (epochs) | final val_loss | vs ddp |",
              "|---|---|---|---|---|---|---|---|---|"]
     for key, run in result.runs.items():
         c, seconds = run.contender, run.seconds_to_target(target)
         epochs = [e for e in run.epochs_to_target(target) if e is not None]
-        reached = f"{seconds:.2f} ({statistics.median(epochs):g})" if seconds is not None else "not reached"
+        reached = f"{seconds:.2f} ({statistics.median(epochs):.2f})" if seconds is not None else "not reached"
         sent = f"{_bytes(run.bytes_per_step(True))} ({_bytes(run.bytes_per_step(False))})"
         lines.append(f"| {c.label} | {c.workers} x {c.threads} | {c.batch_size} ({c.global_batch}) "
                      f"| {run.samples_per_s:,.0f} | {sent} "
@@ -454,8 +486,9 @@ def _config_line(result: StrategyBenchResult) -> str:
             f"{'-'.join(map(str, config.hidden))} ({parameter_count(config):,} parameters), Adam lr {config.lr:g}, "
             f"{config.epochs} epochs, seed {config.seed}, {config.workers} workers per parallel row, "
             f"{config.reps} interleaved rep(s), medians. samples/s: epochs after the first. Target val_loss "
-            f"{result.target_loss:.4f} ({result.target_source}); time to target sums each epoch's train + "
-            f"validation seconds (resolution: one epoch), process start-up excluded. Final val_loss: the saved "
+            f"{result.target_loss:.4f} ({result.target_source}); time to target: training seconds until the "
+            f"first validation at or below it ({config.evals_per_epoch} validations per epoch; validation time, "
+            f"process start-up and data preparation excluded). Final val_loss: the saved "
             f"model's (localsgd and sparse average the workers' models after the last epoch; the per-epoch "
             f"figures below score each worker's own). "
             f"OMP_WAIT_POLICY={result.environment.get('omp_wait_policy')}. "

@@ -101,9 +101,13 @@ def train_step(ctx: StepContext, x: torch.Tensor, y: torch.Tensor, micro_batch: 
 
 
 def train_epoch(
-    ctx: StepContext, data: PreparedData, config: FitConfig, state: LoopState, generator: torch.Generator | None
+    ctx: StepContext, data: PreparedData, config: FitConfig, state: LoopState, generator: torch.Generator | None,
+    after_step: Callable[[int], None] | None = None,
 ) -> tuple[float, int]:
-    """One pass over this rank's shard; returns (summed loss, rows)."""
+    """One pass over this rank's shard; returns (summed loss, rows).
+
+    ``after_step(n)`` runs after the epoch's n-th step (1-based), on every rank.
+    """
     x, y = data.x_train, data.y_train
     if generator is not None:
         # One gather per epoch, then contiguous slices: cheaper than indexing each batch.
@@ -116,6 +120,8 @@ def train_epoch(
         train_step(ctx, x[start : start + rows_per_step], y[start : start + rows_per_step],
                    config.train.batch_size, state.step, losses)
         state.step += 1
+        if after_step is not None:
+            after_step(start // rows_per_step + 1)
     total = torch.stack(losses).double().sum().item() if losses else 0.0
     return total, len(x)
 
@@ -210,8 +216,11 @@ def run_training(config: FitConfig, worker: WorkerContext, source: Any, run_dir:
 def _run_epoch(ctx: StepContext, data: PreparedData, config: FitConfig, state: LoopState,
                worker: WorkerContext, strategy: Strategy) -> dict[str, Any]:
     started = time.perf_counter()
-    loss_sum, rows = train_epoch(ctx, data, config, state, epoch_generator(config, state.epoch, worker.rank))
-    train_seconds = time.perf_counter() - started
+    inner = _InnerValidations(ctx, data, config, state, strategy, started)
+    loss_sum, rows = train_epoch(ctx, data, config, state, epoch_generator(config, state.epoch, worker.rank),
+                                 inner.after_step if inner.points else None)
+    # Validations inside the epoch are measurement, not training: samples/s leaves them out.
+    train_seconds = time.perf_counter() - started - inner.seconds
     totals = strategy.all_reduce_sum(torch.tensor([loss_sum, rows], dtype=torch.float64))
     validation = _validate(ctx, data, config, strategy)
     seconds = time.perf_counter() - started
@@ -229,7 +238,43 @@ def _run_epoch(ctx: StepContext, data: PreparedData, config: FitConfig, state: L
         record["compression_ratio"] = comm.compression_ratio if comm.bytes_per_step > 0 else None
     record["samples_per_s"] = global_rows / train_seconds if train_seconds > 0 else float("nan")
     record["seconds"] = seconds
+    record["train_seconds"] = train_seconds
+    if inner.records:
+        record["evals"] = inner.records
     return record
+
+
+class _InnerValidations:
+    """Validations at evenly spaced steps inside one epoch (train.evals_per_epoch > 1).
+
+    Every rank validates at the same steps: the metrics are summed across ranks, and
+    the shards hold the same number of rows (data/split.py), hence the same steps.
+    """
+
+    def __init__(self, ctx: StepContext, data: PreparedData, config: FitConfig, state: LoopState,
+                 strategy: Strategy, started: float) -> None:
+        self.ctx, self.data, self.config, self.state, self.strategy = ctx, data, config, state, strategy
+        self.started = started
+        rows_per_step = config.train.batch_size * config.train.accumulate
+        self.steps = max(1, math.ceil(len(data.x_train) / rows_per_step))
+        n = config.train.evals_per_epoch
+        # The epoch's end is validated anyway; more validations than steps collapse onto steps.
+        self.points = {round(k * self.steps / n) for k in range(1, n)} - {0, self.steps}
+        self.seconds = 0.0
+        """Time spent validating inside this epoch so far."""
+        self.records: list[dict[str, Any]] = []
+
+    def after_step(self, done: int) -> None:
+        if done not in self.points:
+            return
+        begun = time.perf_counter()
+        validation = _validate(self.ctx, self.data, self.config, self.strategy)
+        ended = time.perf_counter()
+        record = {"step": self.state.step, "epoch_fraction": done / self.steps,
+                  "train_seconds": begun - self.started - self.seconds, "seconds": ended - self.started}
+        record.update(validation)
+        self.seconds += ended - begun
+        self.records.append(record)
 
 
 def _validate(ctx: StepContext, data: PreparedData, config: FitConfig, strategy: Strategy) -> dict[str, Any]:
