@@ -35,10 +35,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--epochs", type=int,
                         help="epochs of every run (default 8; the first is a warm-up for samples/s)")
     parser.add_argument("--batch-size", type=int, help="rows per step per worker (default 256)")
-    parser.add_argument("--lr", type=float, help="Adam learning rate (default 1e-3)")
+    parser.add_argument("--optimizer", choices=["adam", "sgd"], help="optimizer of every run (default adam)")
+    parser.add_argument("--lr", type=float, help="learning rate (default 1e-3)")
+    parser.add_argument("--schedule", help="learning-rate schedule of every run: cosine (default), none, step, onecycle")
     parser.add_argument("--reps", type=int, help="interleaved repetitions (default 1); medians over them")
     parser.add_argument("--workers", type=int, help="workers of the parallel rows (default 2)")
-    parser.add_argument("--seed", type=int, help="seed of data, split, weights and shuffles")
+    parser.add_argument("--seed", type=int, help="seed of the data; repetition r seeds split, weights and shuffles with SEED+r (0)")
     parser.add_argument("--noise", type=float, help="Friedman #1 noise (default 1.0)")
     parser.add_argument("--only", dest="contenders", help=f"comma-separated rows to run, of: {ROWS}")
     parser.add_argument("--topk-ratio", type=float, help="ratio of ddp topk and of sparse (default 0.01)")
@@ -66,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
 
     names = ("rows", "epochs", "batch_size", "lr", "reps", "workers", "seed", "noise", "topk_ratio", "powersgd_rank",
              "powersgd_warmup", "localsgd_period", "max_staleness", "target_loss", "target_epoch",
-             "evals_per_epoch")
+             "evals_per_epoch", "schedule", "optimizer")
     overrides = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
     try:
         if args.hidden:

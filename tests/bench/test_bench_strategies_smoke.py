@@ -104,10 +104,23 @@ def test_validations_put_those_inside_an_epoch_before_its_end_and_add_up_trainin
     run = StrategyRun(Contender("single", "single", 1, 1, 8), records=[records])
     assert run.epochs_to_target(0.46) == [1.5] and run.seconds_to_target(0.46) == 5.5
     assert run.epochs_to_target(0.1) == [None] and run.seconds_to_target(0.1) is None
-    assert run.best_val_loss_by(1) == 0.5
+    assert run.best_val_losses_by(1) == [0.5]
+    # One target per repetition: the second repetition has not reached its own.
+    two = StrategyRun(Contender("single", "single", 1, 1, 8), records=[records, records[:1]])
+    assert two.epochs_to_target([0.46, 0.6]) == [1.5, 1.0] and two.seconds_to_target([0.46, 0.3]) is None
 
 
-@pytest.mark.parametrize("field, value", [("epochs", 1), ("evals_per_epoch", 0), ("workers", 1), ("contenders", ("ddp", "nccl")),
+@pytest.mark.timeout(300)
+def test_repetitions_use_their_own_seed_and_target(tmp_path):
+    result = run_strategy_benchmark(_tiny(contenders=("single-1t",), reps=2, evals_per_epoch=1),
+                                    progress=lambda line: None, workdir=tmp_path)
+    first, second = result.runs["single-1t"].records
+    assert first[0]["val_loss"] != second[0]["val_loss"]  # seeds 0 and 1: other weights and split
+    assert result.targets == pytest.approx([first[0]["val_loss"] * 1.05, second[0]["val_loss"] * 1.05])
+    assert result.runs["single-1t"].epochs_to_target(result.targets) == [1.0, 1.0]
+
+
+@pytest.mark.parametrize("field, value", [("epochs", 1), ("evals_per_epoch", 0), ("schedule", "linear"), ("workers", 1), ("contenders", ("ddp", "nccl")),
                                           ("topk_ratio", 0.0), ("target_epoch", 9), ("target_slack", 0.5)])
 def test_config_rejects_bad_values_naming_the_field(field, value):
     with pytest.raises(ConfigError, match=field):

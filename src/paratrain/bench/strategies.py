@@ -2,7 +2,7 @@
 
 One run trains each contender (single process with 1 thread and with every core,
 ddp plain and compressed, local SGD, sparse model averaging, async, hogwild) for the same epochs on the
-same Friedman #1 rows, the same MLP and the same seed, and reports per contender:
+same Friedman #1 rows, the same MLP, optimizer, schedule and seed, and reports per contender:
 
 * samples/s: median over epochs after the first (a warm-up) of ``samples_per_s``;
 * comm bytes per optimizer step (``comm_bytes_per_step``): after the first epoch,
@@ -20,7 +20,10 @@ core) reaches by the middle epoch (any validation up to its end), times ``target
 unless ``target_loss`` is given. The best, not the middle epoch's own: near the noise floor the validation
 loss jumps a few percent from epoch to epoch, and one upward jump would make the
 target so loose that every row reaches it after its first epoch.
-Contenders alternate (A B C A B C ...) over repetitions; figures are medians.
+Contenders alternate (A B C A B C ...) over repetitions; repetition r trains with seed
+``seed + r`` (initial weights, validation split, data order: the figures' spread is the
+spread over seeds, not only the machine's noise), the target is chosen per repetition,
+and figures are medians.
 
 Example:
     >>> from paratrain.bench.strategies import StrategyBenchConfig, run_strategy_benchmark, strategy_markdown_report
@@ -37,7 +40,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import pandas as pd
 
@@ -64,12 +67,18 @@ class StrategyBenchConfig:
     """MLP hidden layer sizes; (1024, 1024) has 1.06M parameters."""
     batch_size: int = 256
     """Rows per optimizer step on each worker (the global batch of a W-worker row is W times this)."""
+    optimizer: str = "adam"
+    """Optimizer of every run: adam or sgd (with momentum 0.9)."""
     lr: float = 1e-3
-    """Adam learning rate, everywhere."""
+    """Learning rate, everywhere."""
+    schedule: str = "cosine"
+    """Learning-rate schedule of every run: cosine (to zero at the last step) by default. With a constant
+    rate the validation loss of this workload moves by up to 10% from one epoch to the next, too much to
+    compare final losses to 2%."""
     epochs: int = 8
     """Epochs of every run; the first is a warm-up for samples/s."""
     seed: int = 0
-    """Seed of the data, the split, the initial weights and the shuffles."""
+    """Seed of the data; repetition r seeds the split, the initial weights and the shuffles with seed + r."""
     val_fraction: float = 0.2
     """Validation share of the rows."""
     workers: int = 2
@@ -114,6 +123,10 @@ class StrategyBenchConfig:
             raise ConfigError(f"topk_ratio={self.topk_ratio!r} must be in (0, 1]")
         if not 0 < self.val_fraction < 0.5:
             raise ConfigError(f"val_fraction={self.val_fraction!r} must be in (0, 0.5)")
+        if self.optimizer not in ("adam", "sgd"):
+            raise ConfigError(f"optimizer={self.optimizer!r} must be adam or sgd")
+        if self.schedule not in ("none", "cosine", "step", "onecycle"):
+            raise ConfigError(f"schedule={self.schedule!r} must be one of: none, cosine, step, onecycle")
         if self.lr <= 0 or self.noise < 0:
             raise ConfigError(f"lr={self.lr!r} must be > 0 and noise={self.noise!r} >= 0")
         if self.target_loss is not None and not self.target_loss > 0:
@@ -214,31 +227,35 @@ class StrategyRun:
         return statistics.median(loss if loss is not None else rep[-1]["val_loss"]
                                  for rep, loss in zip(self.records, saved))
 
-    def best_val_loss_by(self, epoch: int) -> float:
-        """Median over repetitions of the lowest val_loss of any validation up to the end of ``epoch``."""
-        return statistics.median(min(v.val_loss for v in validations(rep) if v.epochs <= epoch)
-                                 for rep in self.records)
+    def best_val_losses_by(self, epoch: int) -> list[float]:
+        """Per repetition, the lowest val_loss of any validation up to the end of ``epoch``."""
+        return [min(v.val_loss for v in validations(rep) if v.epochs <= epoch) for rep in self.records]
 
     def tail_val_loss(self, epochs: int = 3) -> float:
         """Median over repetitions of the mean val_loss of the last ``epochs`` epochs (less noisy than the final)."""
         return statistics.median(statistics.fmean(r["val_loss"] for r in rep[-epochs:]) for rep in self.records)
 
-    def first_reaching(self, target: float) -> list["Validation | None"]:
-        """Per repetition, the first validation with val_loss <= target (None: never)."""
-        return [next((v for v in validations(rep) if v.val_loss <= target), None) for rep in self.records]
+    def first_reaching(self, target: float | Sequence[float]) -> list["Validation | None"]:
+        """Per repetition, the first validation with val_loss <= target (None: never).
 
-    def epochs_to_target(self, target: float) -> list[float | None]:
+        ``target``: one loss for every repetition, or one per repetition.
+        """
+        targets = [target] * len(self.records) if isinstance(target, (int, float)) else list(target)
+        return [next((v for v in validations(rep) if v.val_loss <= goal), None)
+                for rep, goal in zip(self.records, targets, strict=True)]
+
+    def epochs_to_target(self, target: float | Sequence[float]) -> list[float | None]:
         """Per repetition, the epochs trained (fractional inside an epoch) when the target was first met."""
         return [None if v is None else v.epochs for v in self.first_reaching(target)]
 
-    def seconds_to_target(self, target: float) -> float | None:
+    def seconds_to_target(self, target: float | Sequence[float]) -> float | None:
         """Median training seconds up to the target; None unless every repetition reached it."""
         reached = self.first_reaching(target)
         if not reached or None in reached:
             return None
         return statistics.median(v.train_seconds for v in reached)
 
-    def to_dict(self, target: float) -> dict[str, Any]:
+    def to_dict(self, target: float | Sequence[float]) -> dict[str, Any]:
         return {
             **asdict(self.contender),
             "global_batch": self.contender.global_batch,
@@ -292,11 +309,17 @@ class StrategyBenchResult:
 
     config: StrategyBenchConfig
     runs: dict[str, StrategyRun]
-    target_loss: float
+    targets: list[float]
+    """Per repetition, the validation loss that counts as reached (repetitions differ in seed, hence split)."""
     target_source: str
     environment: dict[str, Any] = field(default_factory=dict)
     wall_seconds: float = 0.0
     load_average: dict[str, list[float]] = field(default_factory=dict)
+
+    @property
+    def target_loss(self) -> float:
+        """The median of the repetitions' targets (for display)."""
+        return statistics.median(self.targets)
 
     def dense_ratio(self, key: str, after_first_epoch: bool = True) -> float | None:
         """Dense ddp's bytes per step over this row's (how many times fewer bytes it sends)."""
@@ -314,7 +337,7 @@ class StrategyBenchResult:
 
     def best(self, keys: tuple[str, ...] | list[str]) -> tuple[str, float] | None:
         """The row among ``keys`` with the shortest time to target, and that time."""
-        times = [(key, self.runs[key].seconds_to_target(self.target_loss)) for key in keys if key in self.runs]
+        times = [(key, self.runs[key].seconds_to_target(self.targets)) for key in keys if key in self.runs]
         times = [(key, seconds) for key, seconds in times if seconds is not None]
         return min(times, key=lambda item: item[1]) if times else None
 
@@ -329,12 +352,13 @@ class StrategyBenchResult:
             "wall_seconds": self.wall_seconds,
             "load_average": self.load_average,
             "target_loss": self.target_loss,
+            "targets": self.targets,
             "target_source": self.target_source,
             "notes": {"seconds_to_target": "training seconds (metrics.jsonl `train_seconds`, rank 0; inside an epoch, "
                                            "its `evals`) until the first validation with val_loss <= target; "
                                            "validation, process start-up and data preparation not counted",
                       "samples_per_s": "median over epochs after the first of metrics.jsonl `samples_per_s`"},
-            "rows": {key: run.to_dict(self.target_loss) for key, run in self.runs.items()},
+            "rows": {key: run.to_dict(self.targets) for key, run in self.runs.items()},
             "expectations": [asdict(item) for item in self.expectations()],
         }
 
@@ -357,28 +381,29 @@ def run_strategy_benchmark(config: StrategyBenchConfig, progress: Progress = _st
     runs = {contender.key: StrategyRun(contender) for contender in contenders}
     for rep in range(config.reps):
         for contender in contenders:
-            _run_one(config, contender, runs[contender.key], frame, Path(workdir) / f"{contender.key}-{rep}")
+            _run_one(config, contender, runs[contender.key], frame, Path(workdir) / f"{contender.key}-{rep}",
+                     seed=config.seed + rep)
             run = runs[contender.key]
             last = run.records[-1]
             progress(f"rep {rep + 1}/{config.reps} {contender.label}: final val_loss {run.final_val_loss:.4f}, "
                      f"{statistics.median(r['samples_per_s'] for r in last[1:]):,.0f} samples/s, "
                      f"{run.wall_seconds[-1]:.1f} s wall (load average {run.load_average[-1]:.1f})")
-    target, source = _choose_target(config, runs)
-    progress(f"target val_loss {target:.4f} ({source})")
-    return StrategyBenchResult(config, runs, target, source, environment=_environment(),
+    targets, source = _choose_target(config, runs)
+    progress(f"target val_loss {' / '.join(f'{t:.4f}' for t in targets)} ({source})")
+    return StrategyBenchResult(config, runs, targets, source, environment=_environment(),
                                wall_seconds=time.perf_counter() - started,
                                load_average={"start": load_before, "end": list(os.getloadavg())})
 
 
 def _run_one(config: StrategyBenchConfig, contender: Contender, run: StrategyRun, frame: pd.DataFrame,
-             out: Path) -> None:
+             out: Path, seed: int) -> None:
     from paratrain.config import FitConfig
     from paratrain.train import rundir
     from paratrain.train.fit import fit
     from paratrain.train.metrics import MetricsLog
 
-    fields = {"target": "y", "model": "mlp", "hidden": list(config.hidden), "optimizer": "adam", "lr": config.lr,
-              "schedule": "none", "seed": config.seed, "epochs": config.epochs, "val_fraction": config.val_fraction,
+    fields = {"target": "y", "model": "mlp", "hidden": list(config.hidden), "optimizer": config.optimizer, "lr": config.lr,
+              "schedule": config.schedule, "seed": seed, "epochs": config.epochs, "val_fraction": config.val_fraction,
               "checkpoint_every": 0, "verbosity": 0, "out": str(out), "evals_per_epoch": config.evals_per_epoch,
               "batch_size": contender.batch_size, "threads": contender.threads, **contender.fields}
     started = time.perf_counter()
@@ -389,14 +414,17 @@ def _run_one(config: StrategyBenchConfig, contender: Contender, run: StrategyRun
     run.saved_val_losses.append(result.summary.get("val_loss"))
 
 
-def _choose_target(config: StrategyBenchConfig, runs: dict[str, StrategyRun]) -> tuple[float, str]:
+def _choose_target(config: StrategyBenchConfig, runs: dict[str, StrategyRun]) -> tuple[list[float], str]:
+    """Per repetition: each has its own seed, so its own validation rows and loss floor."""
     if config.target_loss is not None:
-        return config.target_loss, "given"
+        return [config.target_loss] * config.reps, "given"
     key = REFERENCE if REFERENCE in runs else next(iter(runs))
     epoch = config.resolved_target_epoch
-    loss = runs[key].best_val_loss_by(epoch)
-    return loss * config.target_slack, (f"best val_loss of '{runs[key].contender.label}' in epochs 1-{epoch} "
-                                        f"({loss:.4f}) x {config.target_slack:g}")
+    losses = runs[key].best_val_losses_by(epoch)
+    shown = " / ".join(f"{loss:.4f}" for loss in losses)
+    return [loss * config.target_slack for loss in losses], (
+        f"per repetition, the best val_loss of '{runs[key].contender.label}' in epochs 1-{epoch} "
+        f"({shown}) x {config.target_slack:g}")
 
 
 def _warn_about_threads(contenders: list[Contender], progress: Progress) -> None:
@@ -453,7 +481,7 @@ def _expectations(result: StrategyBenchResult) -> list[Expectation]:
 
 def strategy_markdown_report(result: StrategyBenchResult) -> str:
     """The config line, one row per contender, the expectations, and each row's loss curve."""
-    config, target = result.config, result.target_loss
+    config, target = result.config, result.targets
     lines = [_config_line(result), "",
              "| row | workers x threads | batch per worker (global) | samples/s | comm bytes/step after epoch 1 "
              "(whole run) | fewer bytes than ddp | training s to target (epochs) | final val_loss | vs ddp |",
@@ -483,10 +511,13 @@ def strategy_markdown_report(result: StrategyBenchResult) -> str:
 def _config_line(result: StrategyBenchResult) -> str:
     config, load = result.config, result.load_average
     return (f"Friedman #1 (noise {config.noise:g}), {config.rows:,} rows ({config.val_fraction:.0%} validation), MLP "
-            f"{'-'.join(map(str, config.hidden))} ({parameter_count(config):,} parameters), Adam lr {config.lr:g}, "
+            f"{'-'.join(map(str, config.hidden))} ({parameter_count(config):,} parameters), "
+            f"{'Adam' if config.optimizer == 'adam' else 'SGD (momentum 0.9)'} lr {config.lr:g} "
+            f"(schedule {config.schedule}), "
             f"{config.epochs} epochs, seed {config.seed}, {config.workers} workers per parallel row, "
-            f"{config.reps} interleaved rep(s), medians. samples/s: epochs after the first. Target val_loss "
-            f"{result.target_loss:.4f} ({result.target_source}); time to target: training seconds until the "
+            f"{config.reps} interleaved rep(s) (repetition r uses seed {config.seed}+r: its own initial weights, "
+            f"validation split and data order), medians. samples/s: epochs after the first. Target val_loss "
+            f"{' / '.join(f'{t:.4f}' for t in result.targets)} ({result.target_source}); time to target: training seconds until the "
             f"first validation at or below it ({config.evals_per_epoch} validations per epoch; validation time, "
             f"process start-up and data preparation excluded). Final val_loss: the saved "
             f"model's (localsgd and sparse average the workers' models after the last epoch; the per-epoch "
