@@ -126,6 +126,11 @@ def train_epoch(
     return total, len(x)
 
 
+def steps_per_epoch(data: PreparedData, config: FitConfig) -> int:
+    """Optimizer steps of one epoch on this rank (every rank has as many: equal shards)."""
+    return max(1, math.ceil(len(data.x_train) / (config.train.batch_size * config.train.accumulate)))
+
+
 def epoch_generator(config: FitConfig, epoch: int, rank: int) -> torch.Generator | None:
     """Shuffling seeded by (seed, epoch, rank): resuming at any epoch reproduces the order."""
     if not config.data.shuffle:
@@ -146,10 +151,8 @@ def run_training(config: FitConfig, worker: WorkerContext, source: Any, run_dir:
     model = build_model(spec).to(worker.device)
     strategy = create_strategy(config.parallel.strategy, config.parallel)
     precision = Precision(config.train.precision, worker.device)
-    rows_per_step = config.train.batch_size * config.train.accumulate
-    steps_per_epoch = max(1, math.ceil(len(data.x_train) / rows_per_step))
     optimizer = build_optimizer(model.parameters(), config.optim)
-    scheduler = build_scheduler(optimizer, config.optim, config.train.epochs, steps_per_epoch)
+    scheduler = build_scheduler(optimizer, config.optim, config.train.epochs, steps_per_epoch(data, config))
     scaler = precision.make_scaler()
     state = LoopState()
     metrics = MetricsLog(run_dir / rundir.METRICS_FILE)
@@ -255,8 +258,7 @@ class _InnerValidations:
                  strategy: Strategy, started: float) -> None:
         self.ctx, self.data, self.config, self.state, self.strategy = ctx, data, config, state, strategy
         self.started = started
-        rows_per_step = config.train.batch_size * config.train.accumulate
-        self.steps = max(1, math.ceil(len(data.x_train) / rows_per_step))
+        self.steps = steps_per_epoch(data, config)
         n = config.train.evals_per_epoch
         # The epoch's end is validated anyway; more validations than steps collapse onto steps.
         self.points = {round(k * self.steps / n) for k in range(1, n)} - {0, self.steps}
