@@ -46,6 +46,22 @@ class CommStats:
         return self.dense_bytes_per_step / self.bytes_per_step if self.bytes_per_step > 0 else float("inf")
 
 
+@dataclass
+class ByteMeter:
+    """Bytes a strategy sent and optimizer steps it took since its last report."""
+
+    bytes_sent: float = 0.0
+    steps: int = 0
+
+    def take(self, dense_bytes_per_step: float) -> CommStats | None:
+        """The figures since the last call, then start over; None when no step was taken."""
+        if self.steps == 0:
+            return None
+        stats = CommStats(bytes_per_step=self.bytes_sent / self.steps, dense_bytes_per_step=dense_bytes_per_step)
+        self.bytes_sent, self.steps = 0.0, 0
+        return stats
+
+
 class Strategy:
     """Base strategy: one process, nothing to synchronise."""
 

@@ -21,7 +21,7 @@ import torch
 import torch.distributed as dist
 
 from paratrain.errors import ConfigError
-from paratrain.strategies.base import CommStats, ProcessGroupStrategy, WorkerContext
+from paratrain.strategies.base import ByteMeter, CommStats, ProcessGroupStrategy, WorkerContext
 
 if TYPE_CHECKING:
     from paratrain.config import ParallelConfig
@@ -41,8 +41,7 @@ class LocalSGD(ProcessGroupStrategy):
         self._params: list[torch.Tensor] = []
         self._buffers: list[torch.Tensor] = []
         self._world_size = 1
-        self._bytes_sent = 0
-        self._steps_since_stats = 0
+        self._meter = ByteMeter()
         self._unaveraged_steps = 0
 
     def wrap_model(self, model: torch.nn.Module, ctx: WorkerContext) -> torch.nn.Module:
@@ -57,12 +56,12 @@ class LocalSGD(ProcessGroupStrategy):
     def optimizer_step(self, optimizer: torch.optim.Optimizer, scaler: "torch.amp.GradScaler | None") -> None:
         if self.steps_done < self.sync_warmup:
             grads = [p.grad for p in self._params if p.grad is not None]
-            self._bytes_sent += _all_reduce_mean_(grads, self._world_size)
+            self._meter.bytes_sent += _all_reduce_mean_(grads, self._world_size)
         super().optimizer_step(optimizer, scaler)
 
     def after_optimizer_step(self, model: torch.nn.Module, step: int) -> None:
         self.steps_done += 1
-        self._steps_since_stats += 1
+        self._meter.steps += 1
         local_steps = self.steps_done - self.sync_warmup
         if local_steps > 0:
             self._unaveraged_steps += 1
@@ -79,17 +78,11 @@ class LocalSGD(ProcessGroupStrategy):
         return False
 
     def _average(self) -> None:
-        self._bytes_sent += _all_reduce_mean_(self._params + self._buffers, self._world_size)
+        self._meter.bytes_sent += _all_reduce_mean_(self._params + self._buffers, self._world_size)
         self._unaveraged_steps = 0
 
     def communication_stats(self) -> CommStats | None:
-        if self._steps_since_stats == 0:
-            return None
-        dense = sum(p.numel() * p.element_size() for p in self._params)
-        stats = CommStats(bytes_per_step=self._bytes_sent / self._steps_since_stats, dense_bytes_per_step=dense)
-        self._bytes_sent = 0
-        self._steps_since_stats = 0
-        return stats
+        return self._meter.take(sum(p.numel() * p.element_size() for p in self._params))
 
     def state_dict(self) -> dict:
         return {"steps_done": self.steps_done}

@@ -40,7 +40,7 @@ import torch
 import torch.distributed as dist
 
 from paratrain.errors import ConfigError
-from paratrain.strategies.base import CommStats, ProcessGroupStrategy, WorkerContext
+from paratrain.strategies.base import ByteMeter, CommStats, ProcessGroupStrategy, WorkerContext
 from paratrain.strategies.localsgd import _all_reduce_mean_, _broadcast_
 from paratrain.strategies.topk import largest_magnitude
 
@@ -72,8 +72,7 @@ class SparseAveraging(ProcessGroupStrategy):
         self._magnitude = torch.empty(0)
         self._k = 1
         self._generator: torch.Generator | None = None
-        self._bytes_sent = 0
-        self._steps = 0
+        self._meter = ByteMeter()
 
     def wrap_model(self, model: torch.nn.Module, ctx: WorkerContext) -> torch.nn.Module:
         self._world_size = ctx.world_size
@@ -115,7 +114,7 @@ class SparseAveraging(ProcessGroupStrategy):
         unshared = torch.sub(self._flat, self._shared, out=self._unshared)
         index = largest_magnitude(unshared, self._k, self._generator, workspace=self._magnitude)
         self._start_exchange(index, unshared[index])
-        self._steps += 1
+        self._meter.steps += 1
         if not self.overlap:
             self._finish_exchange()
 
@@ -129,7 +128,7 @@ class SparseAveraging(ProcessGroupStrategy):
             payloads = [wire_index, values]
         gathered = [[torch.empty_like(payload) for _ in range(self._world_size)] for payload in payloads]
         works = [dist.all_gather(out, payload, async_op=True) for out, payload in zip(gathered, payloads)]
-        self._bytes_sent += sum(payload.numel() * payload.element_size() for payload in payloads)
+        self._meter.bytes_sent += sum(payload.numel() * payload.element_size() for payload in payloads)
         self._pending = (works, gathered, index, values)
 
     def _finish_exchange(self) -> None:
@@ -159,18 +158,12 @@ class SparseAveraging(ProcessGroupStrategy):
         self._finish_exchange()
         # Training ends: average the workers' models (each is shared + its residual),
         # so that the saved model is the consensus rather than rank 0's.
-        self._bytes_sent += _all_reduce_mean_([self._flat] + self._buffers, self._world_size)
+        self._meter.bytes_sent += _all_reduce_mean_([self._flat] + self._buffers, self._world_size)
         self._shared.copy_(self._flat)
         return True
 
     def communication_stats(self) -> CommStats | None:
-        if self._steps == 0:
-            return None
-        dense = self._flat.numel() * self._flat.element_size()
-        stats = CommStats(bytes_per_step=self._bytes_sent / self._steps, dense_bytes_per_step=dense)
-        self._bytes_sent = 0
-        self._steps = 0
-        return stats
+        return self._meter.take(self._flat.numel() * self._flat.element_size())
 
 
 def parse_ratio(argument: str | None) -> float:
