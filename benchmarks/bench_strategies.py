@@ -23,8 +23,8 @@ from pathlib import Path
 # same way, or their OpenMP threads spin and thrash on a loaded 2-core machine.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-ROWS = ("single-1t, single, single-global-batch, ddp, ddp-fp16, ddp-bf16, ddp-int8, ddp-topk, ddp-powersgd, "
-        "localsgd, sparse, async, hogwild")
+ROWS = ("single-1t, single, single-global-batch, no-comm (ceiling), ddp, ddp-fp16, ddp-bf16, ddp-int8, ddp-topk, "
+        "ddp-powersgd, localsgd, sparse, async, hogwild, stale (probe)")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -51,8 +51,10 @@ REFERENCE = "single"
 """Key of the row the target loss is taken from: one process on every core."""
 EFFICIENT = ("ddp-topk", "ddp-powersgd", "localsgd", "sparse")
 """The communication-efficient rows that should beat the best single-process row."""
-CONTENDER_KEYS = ("single-1t", "single", "single-global-batch", "ddp", "ddp-fp16", "ddp-bf16", "ddp-int8",
-                  "ddp-topk", "ddp-powersgd", "localsgd", "sparse", "async", "hogwild")
+CONTENDER_KEYS = ("single-1t", "single", "single-global-batch", "no-comm", "ddp", "ddp-fp16", "ddp-bf16", "ddp-int8",
+                  "ddp-topk", "ddp-powersgd", "localsgd", "sparse", "async", "hogwild", "stale")
+NEVER = 2 ** 62
+"""A localsgd period no run reaches: the workers never average while training (the throughput ceiling row)."""
 
 
 @dataclass
@@ -157,6 +159,10 @@ class Contender:
     batch_size: int
     """Rows per step on each worker."""
     fields: dict[str, Any] = field(default_factory=dict)
+    kind: str = "strategy"
+    """"strategy": a way to train, a candidate for best row; "ceiling": workers that never communicate,
+    whose samples/s bounds every data-parallel row's (its losses are those of unrelated models);
+    "probe": a one-process diagnostic (stale gradients), reported but never a candidate."""
 
     @property
     def global_batch(self) -> int:
@@ -189,6 +195,13 @@ def build_contenders(config: StrategyBenchConfig) -> list[Contender]:
         "sparse": parallel("sparse", f"sparse:{config.topk_ratio:g}", f"sparse:{config.topk_ratio:g}"),
         "async": parallel("async", f"async{staleness}", "async", max_staleness=config.max_staleness),
         "hogwild": parallel("hogwild", "hogwild", "hogwild"),
+        # Upper bound on throughput: the same worker processes, with nothing to wait for.
+        "no-comm": Contender("no-comm", f"{w} workers, no communication (ceiling)", w, per_worker, b,
+                             {"strategy": f"localsgd:{NEVER}", "workers": w}, kind="ceiling"),
+        # What staleness alone costs: W equally fast asynchronous workers see gradients about
+        # W-1 updates old; one process with the reference row's threads and batch, nothing else changed.
+        "stale": Contender("stale", f"stale:{w - 1} (1 process, gradients {w - 1} step old)", 1, cores, b,
+                           {"strategy": f"stale:{w - 1}"}, kind="probe"),
     }
     return [every[key] for key in config.contenders]
 
@@ -344,6 +357,10 @@ class StrategyBenchResult:
     def expectations(self) -> list[Expectation]:
         return _expectations(self)
 
+    def diagnostics(self) -> list[tuple[str, str]]:
+        """What the ceiling and probe rows measured, as (row, finding) sentences."""
+        return _diagnostics(self)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "config": {**asdict(self.config), "hidden": list(self.config.hidden),
@@ -360,6 +377,7 @@ class StrategyBenchResult:
                       "samples_per_s": "median over epochs after the first of metrics.jsonl `samples_per_s`"},
             "rows": {key: run.to_dict(self.targets) for key, run in self.runs.items()},
             "expectations": [asdict(item) for item in self.expectations()],
+            "diagnostics": [{"row": row, "measured": measured} for row, measured in self.diagnostics()],
         }
 
 
@@ -469,14 +487,38 @@ def _expectations(result: StrategyBenchResult) -> list[Expectation]:
         items.append(Expectation(f"localsgd:{config.localsgd_period} sends {config.localsgd_period}x fewer bytes/step "
                                  "than ddp (whole run, within 5%)", _times(ratio),
                                  None if ratio is None else ratio >= 0.95 * config.localsgd_period))
-    fast, single = result.best(EFFICIENT), result.best([k for k, r in runs.items() if r.contender.workers == 1])
-    if any(key in runs for key in EFFICIENT) and any(r.contender.workers == 1 for r in runs.values()):
+    singles = [k for k, r in runs.items() if r.contender.workers == 1 and r.contender.kind == "strategy"]
+    fast, single = result.best(EFFICIENT), result.best(singles)
+    if any(key in runs for key in EFFICIENT) and singles:
         speedup = single[1] / fast[1] if fast and single else None
         measured = (f"{runs[fast[0]].contender.label} {fast[1]:.2f} s vs {runs[single[0]].contender.label} "
                     f"{single[1]:.2f} s: {_times(speedup)}" if speedup else "a row did not reach the target")
         items.append(Expectation("best of topk/powersgd/localsgd/sparse reaches the target >= 1.15x sooner than the best "
                                  "single-process row", measured, None if speedup is None else speedup >= 1.15))
     return items
+
+
+def _diagnostics(result: StrategyBenchResult) -> list[tuple[str, str]]:
+    runs, out = result.runs, []
+    singles = [r for r in runs.values() if r.contender.workers == 1 and r.contender.kind == "strategy"]
+    fastest = max(singles, key=lambda r: r.samples_per_s, default=None)
+    for run in runs.values():
+        c = run.contender
+        if c.kind == "ceiling" and fastest is not None:
+            out.append((c.label, f"{run.samples_per_s:,.0f} samples/s, {run.samples_per_s / fastest.samples_per_s:.2f}x "
+                        f"the fastest single-process row ({fastest.contender.label}, {fastest.samples_per_s:,.0f}): "
+                        f"the most throughput any {c.workers}-worker row can gain here"))
+        if c.kind == "probe" and REFERENCE in runs:
+            reference = runs[REFERENCE]
+            mine, theirs = run.epochs_to_target(result.targets), reference.epochs_to_target(result.targets)
+            out.append((c.label, f"epochs to target per repetition {_epochs(mine)} vs {_epochs(theirs)} for "
+                        f"'{reference.contender.label}' (same threads, batch and data order, no delay); final "
+                        f"val_loss {_percent(run.final_val_loss / reference.final_val_loss)} vs that row"))
+    return out
+
+
+def _epochs(values: list[float | None]) -> str:
+    return " / ".join("never" if v is None else f"{v:.2f}" for v in values)
 
 
 def strategy_markdown_report(result: StrategyBenchResult) -> str:
@@ -490,14 +532,20 @@ def strategy_markdown_report(result: StrategyBenchResult) -> str:
         c, seconds = run.contender, run.seconds_to_target(target)
         epochs = [e for e in run.epochs_to_target(target) if e is not None]
         reached = f"{seconds:.2f} ({statistics.median(epochs):.2f})" if seconds is not None else "not reached"
+        final, versus = f"{run.final_val_loss:.4f}", _percent(result.loss_vs_dense(key))
+        if c.kind == "ceiling":  # unrelated models that never averaged: only the throughput means something
+            reached, final, versus = "-", "-", "-"
         sent = f"{_bytes(run.bytes_per_step(True))} ({_bytes(run.bytes_per_step(False))})"
         lines.append(f"| {c.label} | {c.workers} x {c.threads} | {c.batch_size} ({c.global_batch}) "
                      f"| {run.samples_per_s:,.0f} | {sent} "
-                     f"| {_times(result.dense_ratio(key))} | {reached} | {run.final_val_loss:.4f} "
-                     f"| {_percent(result.loss_vs_dense(key))} |")
+                     f"| {_times(result.dense_ratio(key))} | {reached} | {final} | {versus} |")
     lines += ["", "| expectation | measured | holds |", "|---|---|---|"]
     lines += [f"| {e.claim} | {e.measured} | {'-' if e.holds is None else ('yes' if e.holds else 'no')} |"
               for e in result.expectations()]
+    found = result.diagnostics()
+    if found:
+        lines += ["", "| diagnostic row | what it measured |", "|---|---|"]
+        lines += [f"| {claim} | {measured} |" for claim, measured in found]
     lines += ["", "| row | val_loss after each epoch (rep 1) | seconds of each epoch (rep 1) | fit() wall s |",
               "|---|---|---|---|"]
     for run in result.runs.values():

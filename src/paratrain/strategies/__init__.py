@@ -19,10 +19,11 @@ def _registry() -> dict[str, type[Strategy]]:
     from paratrain.strategies.localsgd import LocalSGD
     from paratrain.strategies.single import SingleProcess
     from paratrain.strategies.sparse import SparseAveraging
+    from paratrain.strategies.stale import StaleGradients
 
     return {cls.name: cls for cls in (SingleProcess, DistributedDataParallelStrategy,
                                          AsyncParameterServerStrategy, HogwildStrategy, LocalSGD,
-                                         SparseAveraging)}
+                                         SparseAveraging, StaleGradients)}
 
 
 def known_strategies() -> list[str]:
