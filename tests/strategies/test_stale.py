@@ -97,3 +97,18 @@ def test_stale_from_the_cli(table, tmp_path):
     assert summary["strategy"] == "stale:1" and summary["status"] == "finished"
     bad = run_cli("fit", "--data", str(table), "--target", "y", "--strategy", "stale:-2", "--out", str(tmp_path / "b"))
     assert bad.returncode != 0 and "DELAY must be an integer >= 0" in bad.stderr
+
+
+@pytest.mark.timeout(120)
+def test_stale_from_the_estimator():
+    from paratrain.estimators import MLPRegressor
+    from tests.conftest import regression_frame
+
+    frame = regression_frame()
+    X, y = frame.drop(columns="y").to_numpy(), frame["y"].to_numpy()
+    common = {"hidden_layer_sizes": (16,), "epochs": 3, "batch_size": 64, "random_state": 0}
+    plain = MLPRegressor(**common).fit(X, y)
+    late = MLPRegressor(strategy="stale:1", **common).fit(X, y)
+    assert late.summary_["strategy"] == "stale:1"
+    assert late.predict(X).shape == (len(X),)
+    assert not (late.predict(X) == plain.predict(X)).all()  # the delay changed the trained model
