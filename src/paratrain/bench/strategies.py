@@ -357,6 +357,10 @@ class StrategyBenchResult:
     def expectations(self) -> list[Expectation]:
         return _expectations(self)
 
+    def single_process_keys(self) -> list[str]:
+        """Rows that train on one process (the probe excluded): the candidates for the best single row."""
+        return [key for key, run in self.runs.items() if run.contender.workers == 1 and run.contender.kind == "strategy"]
+
     def diagnostics(self) -> list[tuple[str, str]]:
         """What the ceiling and probe rows measured, as (row, finding) sentences."""
         return _diagnostics(self)
@@ -487,7 +491,7 @@ def _expectations(result: StrategyBenchResult) -> list[Expectation]:
         items.append(Expectation(f"localsgd:{config.localsgd_period} sends {config.localsgd_period}x fewer bytes/step "
                                  "than ddp (whole run, within 5%)", _times(ratio),
                                  None if ratio is None else ratio >= 0.95 * config.localsgd_period))
-    singles = [k for k, r in runs.items() if r.contender.workers == 1 and r.contender.kind == "strategy"]
+    singles = result.single_process_keys()
     fast, single = result.best(EFFICIENT), result.best(singles)
     if any(key in runs for key in EFFICIENT) and singles:
         speedup = single[1] / fast[1] if fast and single else None
@@ -500,8 +504,7 @@ def _expectations(result: StrategyBenchResult) -> list[Expectation]:
 
 def _diagnostics(result: StrategyBenchResult) -> list[tuple[str, str]]:
     runs, out = result.runs, []
-    singles = [r for r in runs.values() if r.contender.workers == 1 and r.contender.kind == "strategy"]
-    fastest = max(singles, key=lambda r: r.samples_per_s, default=None)
+    fastest = max((runs[key] for key in result.single_process_keys()), key=lambda r: r.samples_per_s, default=None)
     for run in runs.values():
         c = run.contender
         if c.kind == "ceiling" and fastest is not None:
