@@ -271,6 +271,23 @@ def test_missing_mask_counts_nan_none_and_blank_text():
     assert missing_mask(pd.Series([1.0, np.nan])).tolist() == [False, True]
 
 
+def test_missing_and_text_values_of_mixed_and_string_columns():
+    # Every kind of value an object or string column can hold, against the per-value definition.
+    mixed = pd.Series(["a", None, "", "  ", np.nan, np.str_(" "), np.str_("z"), 3, 2.5, True, pd.NA, "b "],
+                      dtype=object)
+    expected_missing = [False, True, True, True, True, True, False, False, False, False, True, False]
+    assert missing_mask(mixed).tolist() == expected_missing
+    texts = text_values(mixed)
+    assert texts.tolist() == ["a", None, None, None, None, None, "z", "3", "2.5", "True", None, "b "]
+    assert all(type(t) is str for t in texts if t is not None)
+    strings = pd.Series(["x", None, " ", "y"], dtype="string")
+    assert missing_mask(strings).tolist() == [False, True, True, False]
+    assert text_values(strings).tolist() == ["x", None, None, "y"]
+    categorical = pd.Series(["u", None, "v"], dtype="category")
+    assert missing_mask(categorical).tolist() == [False, True, False]
+    assert text_values(categorical).tolist() == ["u", None, "v"]
+
+
 def test_column_kind():
     assert column_kind(pd.Series([1, 2])) == "numeric"
     assert column_kind(pd.Series([1.5, np.nan])) == "numeric"

@@ -193,8 +193,14 @@ class TableEncoder:
                 f"feature columns {absent} seen in training are not in the data; "
                 f"available columns: {preview_names(df.columns)}"
             )
-        blocks = [_encode_column(df[spec.name], spec, self.options) for spec in columns]
-        return np.concatenate(blocks, axis=1).astype(np.float32)
+        # Each column's block goes straight into one float32 array: no float64 copy of the whole table.
+        out = np.empty((len(df), len(self.feature_names_out)), dtype=np.float32)
+        start = 0
+        for spec in columns:
+            block = _encode_column(df[spec.name], spec, self.options)
+            out[:, start : start + block.shape[1]] = block
+            start += block.shape[1]
+        return out
 
     def transform_target(self, df: pd.DataFrame) -> np.ndarray:
         """Encode the target column of ``df``.
@@ -290,7 +296,7 @@ def _fit_column(series: pd.Series, options: EncodingOptions) -> _ColumnSpec:
             f"drop it with --drop {name}"
         )
     if kind == "category":
-        categories = sorted(set(text_values(series)[~missing]))
+        categories = sorted(set(text_values(series, missing)[~missing]))
         if len(categories) > options.max_categories:
             raise DataError(
                 f"column '{name}' is text with {len(categories)} distinct values (more than "
@@ -361,8 +367,8 @@ def _encode_column(series: pd.Series, spec: _ColumnSpec, options: EncodingOption
     """One column's block of output features, float64, shape (n, width)."""
     name = spec.name
     if spec.kind == "category":
-        texts = text_values(series)
         missing = missing_mask(series)
+        texts = text_values(series, missing)
         if missing.any() and options.impute is None:
             raise DataError(_missing_message(name, missing))
         codes = pd.Index(spec.categories, dtype=object).get_indexer(texts)

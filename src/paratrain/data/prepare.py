@@ -1,8 +1,8 @@
 """From a table to this rank's tensors: split, encode, shard.
 
 Every rank splits the rows with the same seed and fits the encoder on the
-same training rows (cheap column statistics), so all ranks agree on the
-encoding without talking. Each rank then encodes and keeps only its own
+same rows (cheap column statistics), so all ranks agree on the encoding
+without talking. Each rank encodes the table once and keeps only its own
 shard of the training rows and its slice of the validation rows.
 """
 
@@ -79,8 +79,27 @@ def load_frame(source: Any) -> pd.DataFrame:
     return read_table(source)
 
 
+@dataclass
+class EncodedTable:
+    """Every row of a table encoded once, with the split; ``x[train_idx]`` are the training rows."""
+
+    encoder: TableEncoder
+    x: np.ndarray
+    """Features, float32, one row per row of the table."""
+    y: np.ndarray
+    """Encoded target, one per row."""
+    train_idx: np.ndarray
+    val_idx: np.ndarray
+
+
 def fit_encoder(config: FitConfig, frame: pd.DataFrame) -> tuple[TableEncoder, np.ndarray, np.ndarray]:
     """Split rows and fit the encoder; returns (encoder, train_idx, val_idx)."""
+    table = encode_table(config, frame)
+    return table.encoder, table.train_idx, table.val_idx
+
+
+def encode_table(config: FitConfig, frame: pd.DataFrame) -> EncodedTable:
+    """Split rows, fit the encoder and encode every row once."""
     if not config.data.target:
         raise DataError("no target column given: pass --target COLUMN")
     train_idx, val_idx = train_val_split(len(frame), config.data.val_fraction, config.train.seed)
@@ -91,11 +110,11 @@ def fit_encoder(config: FitConfig, frame: pd.DataFrame) -> tuple[TableEncoder, n
     encoder = TableEncoder(encoding_options(config)).fit(frame)
     if config.model.model == "formula":
         _check_formula_uses_columns(config, encoder)
-    # Encode every row once so that bad values anywhere (an infinite value, say)
-    # fail here, naming the row, rather than later on some rank.
-    encoder.transform_features(frame)
-    encoder.transform_target(frame)
-    return encoder, train_idx, val_idx
+    # Every row is encoded here, in file order, so that a bad value anywhere (an
+    # infinite value, say) fails naming its row of the file, and callers take
+    # their rows from these arrays instead of encoding again.
+    return EncodedTable(encoder, encoder.transform_features(frame), encoder.transform_target(frame),
+                        train_idx, val_idx)
 
 
 def _check_formula_uses_columns(config: FitConfig, encoder: TableEncoder) -> None:
@@ -118,18 +137,17 @@ def _check_formula_uses_columns(config: FitConfig, encoder: TableEncoder) -> Non
 
 def prepare_data(config: FitConfig, source: Any, rank: int, world_size: int, device: torch.device) -> PreparedData:
     """Read, split, encode and shard the data for one rank."""
-    frame = load_frame(source)
-    encoder, train_idx, val_idx = fit_encoder(config, frame)
-    mine = shard_indices(train_idx, rank, world_size)
+    table = encode_table(config, load_frame(source))
+    mine = shard_indices(table.train_idx, rank, world_size)
     # Validation rows need not be equal per rank: metrics are reduced as sums.
-    my_val = val_idx[rank::world_size]
+    my_val = table.val_idx[rank::world_size]
 
     def tensors(rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        part = frame.iloc[rows]
-        x = torch.from_numpy(np.ascontiguousarray(encoder.transform_features(part), dtype=np.float32))
-        y = torch.from_numpy(np.ascontiguousarray(encoder.transform_target(part)))
+        # Fancy indexing copies: the tensors own their rows, and the full table can go.
+        x = torch.from_numpy(np.ascontiguousarray(table.x[rows], dtype=np.float32))
+        y = torch.from_numpy(np.ascontiguousarray(table.y[rows]))
         return x.to(device), y.to(device)
 
     x_train, y_train = tensors(mine)
     x_val, y_val = tensors(my_val)
-    return PreparedData(encoder, x_train, y_train, x_val, y_val, len(train_idx), len(val_idx))
+    return PreparedData(table.encoder, x_train, y_train, x_val, y_val, len(table.train_idx), len(table.val_idx))

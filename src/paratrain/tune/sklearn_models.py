@@ -104,15 +104,13 @@ def encoding_config(fixed: Mapping[str, Any]) -> Any:
 
 def encoded_data(config: Any, frame: pd.DataFrame):
     """(encoder, x, y, train_idx, val_idx) with the encoding and split an MLP trial uses."""
-    from paratrain.data.prepare import fit_encoder
+    from paratrain.data.prepare import encode_table
 
-    encoder, train_idx, val_idx = fit_encoder(config, frame)
-    if encoder.task != "regression":
+    table = encode_table(config, frame)
+    if table.encoder.task != "regression":
         raise DataError(f"target '{config.data.target}' is a classification target; the scikit-learn models "
                         "here are regressors: use --model mlp for classification")
-    x = encoder.transform_features(frame).astype(np.float64)
-    y = encoder.transform_target(frame).astype(np.float64)
-    return encoder, x, y, train_idx, val_idx
+    return table.encoder, table.x.astype(np.float64), table.y.astype(np.float64), table.train_idx, table.val_idx
 
 
 def evaluate(model: str, params: dict[str, Any], frame: pd.DataFrame, config: Any, threads: int) -> dict[str, float]:
