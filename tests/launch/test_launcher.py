@@ -41,12 +41,19 @@ def test_an_error_on_the_workers_is_reported_with_the_rank(tmp_path):
 
 @pytest.mark.timeout(180)
 @pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="finds worker processes through /proc")
-def test_a_killed_worker_fails_the_run_fast_instead_of_hanging(tmp_path):
+@pytest.mark.parametrize(("strategy", "victim"), [
+    ("ddp", 1),
+    ("async", 0),  # the parameter server: trainers blocked on it must not hang
+    ("async", 1),
+    ("hogwild", 1),
+    ("sparse:0.1", 1),
+])
+def test_a_killed_worker_fails_the_run_fast_instead_of_hanging(tmp_path, strategy, victim):
     data = tmp_path / "data.csv"
     regression_frame(rows=20000).to_csv(data, index=False)
     out = tmp_path / "run"
     command = [sys.executable, "-m", "paratrain", "fit", "--data", str(data), "--target", "y",
-               "--strategy", "ddp", "--workers", "2", "--epochs", "500", "--batch-size", "32", "--out", str(out)]
+               "--strategy", strategy, "--workers", "2", "--epochs", "500", "--batch-size", "32", "--out", str(out)]
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 90
@@ -56,8 +63,7 @@ def test_a_killed_worker_fails_the_run_fast_instead_of_hanging(tmp_path):
             time.sleep(0.1)
         workers = {_rank_of(pid): pid for pid in _children(proc.pid)}
         assert set(workers) == {0, 1}, workers
-        rank1 = [workers[1]]
-        os.kill(rank1[0], signal.SIGKILL)
+        os.kill(workers[victim], signal.SIGKILL)
         killed_at = time.monotonic()
         _, err = proc.communicate(timeout=60)
         assert time.monotonic() - killed_at < 30  # fails fast: no waiting on the collective timeout
@@ -65,5 +71,6 @@ def test_a_killed_worker_fails_the_run_fast_instead_of_hanging(tmp_path):
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 1
-    assert "paratrain: error: worker rank 1 was killed by signal SIGKILL" in err
-    assert not Path(f"/proc/{workers[0]}").exists()  # the surviving rank was stopped, not left running
+    assert f"paratrain: error: worker rank {victim} was killed by signal SIGKILL" in err
+    survivor = workers[1 - victim]
+    assert not Path(f"/proc/{survivor}").exists()  # the surviving rank was stopped, not left running
