@@ -28,3 +28,29 @@ def test_fit_under_torchrun_matches_the_local_launcher(tmp_path, regression_csv)
                             "--out", str(tmp_path / "local")], capture_output=True, text=True, timeout=150, env=env)
     assert local.returncode == 0, local.stderr
     assert_states_close(model_state(Path(tmp_path / "torchrun")), model_state(Path(tmp_path / "local")), atol=1e-6)
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize(("strategy", "deterministic"), [
+    ("localsgd:2", True),
+    ("sparse:0.1", True),
+    ("async", False),  # the order of the workers' pushes is up to the scheduler
+    ("hogwild", False),
+])
+def test_communication_efficient_strategies_run_under_torchrun(tmp_path, regression_csv, strategy, deterministic):
+    common = ["fit", "--data", str(regression_csv), "--target", "y", "--strategy", strategy, "--hidden", "16",
+              "--epochs", "3", "--batch-size", "32", "--quiet"]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                "-m", "paratrain", *common, "--out", str(tmp_path / "torchrun")]
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    done = subprocess.run(torchrun, capture_output=True, text=True, timeout=150, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads(done.stdout)
+    assert summary["workers"] == 2 and summary["strategy"] == strategy and summary["status"] == "finished"
+    if strategy != "hogwild":
+        assert summary["comm_bytes_per_step"] > 0
+    if deterministic:
+        local = subprocess.run([sys.executable, "-m", "paratrain", *common, "--workers", "2",
+                                "--out", str(tmp_path / "local")], capture_output=True, text=True, timeout=150, env=env)
+        assert local.returncode == 0, local.stderr
+        assert_states_close(model_state(Path(tmp_path / "torchrun")), model_state(Path(tmp_path / "local")), atol=1e-6)
