@@ -82,3 +82,38 @@ def test_sync_warmup_sends_every_step_then_every_period(table, tmp_path):
     assert records[0]["comm_bytes_per_step"] == DENSE_BYTES
     # Steps 8-21 are local; averages after steps 11, 15 and 19: one in epoch 2 (steps 8-14), two in epoch 3.
     assert [r["comm_bytes_per_step"] * 7 / DENSE_BYTES for r in records[1:]] == pytest.approx([1, 2])
+
+
+@pytest.mark.timeout(240)
+def test_localsgd_resume_equals_an_uninterrupted_run_when_models_agree_at_the_checkpoint(table, tmp_path):
+    """7 steps per epoch and period 7: the workers' models are averaged exactly at each epoch's
+    end, so rank 0's checkpoint is every worker's model; SGD without momentum has no optimizer
+    state to differ. Stopped after 2 of 4 epochs and resumed, it must equal the uninterrupted run."""
+    from paratrain.train.fit import resume
+
+    common = {"batch_size": 32, "workers": 2, "strategy": "localsgd:7", "epochs": 4, "optimizer": "sgd",
+              "momentum": 0.0, "lr": 0.05}
+    whole = fit(_config(table, tmp_path / "whole", **common))
+    stopped = fit(_config(table, tmp_path / "parts", stop_after=2, **common))
+    assert stopped.summary["status"] == "stopped"
+    resumed = resume(stopped.run_dir)
+    assert resumed.summary["status"] == "finished"
+    assert_states_close(model_state(whole.run_dir), model_state(resumed.run_dir), atol=1e-6)
+
+
+@pytest.mark.timeout(240)
+def test_localsgd_resume_averages_on_the_same_steps(table, tmp_path):
+    """Period 4 does not divide the 7 steps of an epoch: the step count is in the checkpoint, so
+    a resumed run averages after the same steps as an uninterrupted one (same bytes per epoch)."""
+    from paratrain.train.fit import resume
+
+    common = {"batch_size": 32, "workers": 2, "strategy": "localsgd:4", "epochs": 5}
+    whole = fit(_config(table, tmp_path / "whole", **common))
+    stopped = fit(_config(table, tmp_path / "parts", stop_after=2, **common))
+    resumed = resume(stopped.run_dir)
+    assert resumed.summary["status"] == "finished"
+    sent = [r["comm_bytes_per_step"] for r in _records(whole.run_dir)]
+    assert [r["comm_bytes_per_step"] for r in _records(resumed.run_dir)] == sent
+    # Averages after steps 4, 8, ..., 32 of 35: 1, 2, 2, 2, 1 per epoch (a finished run also
+    # averages once at the end, outside the epochs' per-step traffic).
+    assert [s * 7 / DENSE_BYTES for s in sent] == pytest.approx([1, 2, 2, 2, 1])
