@@ -280,7 +280,8 @@ def main(argv=None) -> int:
             print()
         out["speed"] = run_speed(args)
     if args.json:
-        args.json.write_text(json.dumps(out, indent=2, default=float))
+        from paratrain.train.checkpoint import save_text_atomic  # a killed run leaves no half file
+        save_text_atomic(json.dumps(out, indent=2, default=float), args.json)
     return 0
 
 

@@ -86,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(strategy_markdown_report(result))
     if args.json:
-        args.json.write_text(json.dumps(result.to_dict(), indent=2))
+        from paratrain.train.checkpoint import save_text_atomic  # a killed run leaves no half file
+        save_text_atomic(json.dumps(result.to_dict(), indent=2), args.json)
         print(f"[bench] raw figures written to {args.json}", file=sys.stderr)
     return 0
 

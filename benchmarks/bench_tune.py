@@ -273,8 +273,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nLoad average at the end: {' '.join(f'{x:.1f}' for x in os.getloadavg())} "
           f"on {os.cpu_count()} cores (other processes share the machine: quote ratios, not absolutes).")
     if args.json:
-        args.json.write_text(json.dumps({"throughput": tp, "time_to_target": ttt, "randomized_search": rscv},
-                                        indent=2, default=str))
+        from paratrain.train.checkpoint import save_text_atomic  # a killed run leaves no half file
+        save_text_atomic(json.dumps({"throughput": tp, "time_to_target": ttt, "randomized_search": rscv},
+                                    indent=2, default=str), args.json)
     return 0
 
 

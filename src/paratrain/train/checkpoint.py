@@ -38,6 +38,11 @@ def save_json_atomic(obj: Any, path: str | os.PathLike) -> None:
     _atomic_write(Path(path), lambda handle: handle.write((json.dumps(obj, indent=2) + "\n").encode()))
 
 
+def save_bytes_atomic(data: bytes, path: str | os.PathLike) -> None:
+    """Bytes through a temp file and a rename."""
+    _atomic_write(Path(path), lambda handle: handle.write(data))
+
+
 def save_text_atomic(text: str, path: str | os.PathLike) -> None:
     """Text through a temp file and a rename."""
     _atomic_write(Path(path), lambda handle: handle.write(text.encode()))

@@ -8,32 +8,14 @@ from __future__ import annotations
 
 import io
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
-from paratrain.train.checkpoint import save_json_atomic, save_text_atomic
+from paratrain.train.checkpoint import save_bytes_atomic, save_json_atomic, save_text_atomic
 from paratrain.tune.leaderboard import duration, ranked
 from paratrain.tune.study import StudySpec
 
 PLOTS_DIR = "plots"
-
-
-def save_bytes_atomic(data: bytes, path: str | os.PathLike) -> None:
-    """Bytes through a temp file in the same folder, fsync, rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def best_trial(study: Any) -> Any | None:

@@ -181,6 +181,6 @@ class SklearnRun:
 
 
 def _write_bytes(path: Path, data: bytes) -> None:
-    from paratrain.tune.report import save_bytes_atomic
+    from paratrain.train.checkpoint import save_bytes_atomic
 
     save_bytes_atomic(data, path)
