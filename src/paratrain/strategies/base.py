@@ -69,6 +69,9 @@ class Strategy:
     needs_process_group: ClassVar[bool] = False
     """True when the strategy talks to other ranks through torch.distributed."""
     supports_accumulation: ClassVar[bool] = True
+    replicas_differ: ClassVar[bool] = False
+    """True when each worker's model and optimizer state are its own between averages (local
+    SGD): every rank then checkpoints its own, so that a resumed run continues each exactly."""
     description: ClassVar[str] = ""
 
     def __init__(self, argument: str | None = None, options: "ParallelConfig | None" = None) -> None:

@@ -10,7 +10,9 @@ synchronous. Optimizer state is not averaged (standard local SGD).
 Averaging is keyed on the optimizer-step count, which the checkpoint keeps,
 so a resumed run averages on the same steps. Between averages the workers'
 models differ: each epoch's validation metrics sum every worker's model on
-its own validation rows, and the saved model is rank 0's.
+its own validation rows, and when training ends the models are averaged.
+Every rank checkpoints its own model and optimizer (``replicas_differ``), so a
+resumed run continues each worker where it stopped.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ class LocalSGD(ProcessGroupStrategy):
 
     name = "localsgd"
     description = "local SGD: workers step alone, parameters averaged every PERIOD steps (localsgd:8)"
+    replicas_differ = True
 
     def __init__(self, argument: str | None = None, options: "ParallelConfig | None" = None) -> None:
         self.options = options
@@ -43,14 +46,18 @@ class LocalSGD(ProcessGroupStrategy):
         self._world_size = 1
         self._meter = ByteMeter()
         self._unaveraged_steps = 0
+        self._rank = 0
+        self._loaded_rank: int | None = None
 
     def wrap_model(self, model: torch.nn.Module, ctx: WorkerContext) -> torch.nn.Module:
         self._world_size = ctx.world_size
+        self._rank = ctx.rank
         self._params = [p for p in model.parameters() if p.requires_grad]
         self._buffers = [b for b in model.buffers() if b.is_floating_point()]
-        # Every worker must start from the same point; resume loads rank 0's
-        # checkpoint everywhere, and a fresh run seeds identically, but be sure.
-        _broadcast_(list(model.parameters()) + list(model.buffers()), src=0)
+        # A fresh run seeds every worker identically, but be sure they start from one point;
+        # a resumed run where every rank loaded its own checkpoint keeps the models it had.
+        if not all_ranks_resume_their_own(self._loaded_rank, ctx):
+            _broadcast_(list(model.parameters()) + list(model.buffers()), src=0)
         return model
 
     def optimizer_step(self, optimizer: torch.optim.Optimizer, scaler: "torch.amp.GradScaler | None") -> None:
@@ -85,10 +92,12 @@ class LocalSGD(ProcessGroupStrategy):
         return self._meter.take(sum(p.numel() * p.element_size() for p in self._params))
 
     def state_dict(self) -> dict:
-        return {"steps_done": self.steps_done}
+        return {"steps_done": self.steps_done, "unaveraged_steps": self._unaveraged_steps, "rank": self._rank}
 
     def load_state_dict(self, state: dict) -> None:
         self.steps_done = int(state.get("steps_done", 0))
+        self._unaveraged_steps = int(state.get("unaveraged_steps", 0))
+        self._loaded_rank = state.get("rank")
 
 
 def parse_period(argument: str | None) -> int:
@@ -102,6 +111,15 @@ def parse_period(argument: str | None) -> int:
     if period < 1:
         raise ConfigError(f"strategy='localsgd:{argument}': PERIOD must be an integer >= 1, e.g. localsgd:8")
     return period
+
+
+def all_ranks_resume_their_own(loaded_rank: int | None, ctx: WorkerContext) -> bool:
+    """True when every rank loaded its own checkpoint (``loaded_rank``: the rank that wrote the state
+    this one loaded, None on a fresh run). A collective: every rank calls it and gets the same answer,
+    so all of them broadcast, or none."""
+    flag = torch.tensor([1 if loaded_rank == ctx.rank else 0], device=ctx.device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+    return bool(flag.item())
 
 
 def _all_reduce_mean_(tensors: list[torch.Tensor], world_size: int) -> int:

@@ -27,8 +27,11 @@ tests/strategies/test_sparse.py checks).
 Between steps the workers' models differ by their residuals (as in local SGD):
 each epoch's validation sums every worker's model on its own rows, and when
 training ends the models are averaged, so the saved model is the consensus.
-A resumed run starts every worker from the checkpoint's model with empty
-residuals. ``error_feedback=False`` (ablation) drops the unsent part instead.
+Every rank checkpoints its own model, optimizer, the shared copy and the
+exchange in flight (``replicas_differ``), so a resumed run continues exactly;
+if a rank's own checkpoint is missing, every worker restarts from rank 0's
+model with empty residuals. ``error_feedback=False`` (ablation) drops the
+unsent part instead.
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ import torch.distributed as dist
 
 from paratrain.errors import ConfigError
 from paratrain.strategies.base import ByteMeter, CommStats, ProcessGroupStrategy, WorkerContext
-from paratrain.strategies.localsgd import _all_reduce_mean_, _broadcast_
+from paratrain.strategies.localsgd import _all_reduce_mean_, _broadcast_, all_ranks_resume_their_own
 from paratrain.strategies.topk import largest_magnitude
 
 if TYPE_CHECKING:
@@ -54,6 +57,7 @@ class SparseAveraging(ProcessGroupStrategy):
     name = "sparse"
     description = ("sparse model averaging: every step each worker shares the largest RATIO of its unshared "
                    "update (sparse:0.01)")
+    replicas_differ = True
 
     def __init__(self, argument: str | None = None, options: "ParallelConfig | None" = None) -> None:
         self.options = options
@@ -73,6 +77,8 @@ class SparseAveraging(ProcessGroupStrategy):
         self._k = 1
         self._generator: torch.Generator | None = None
         self._meter = ByteMeter()
+        self._rank = 0
+        self._loaded: dict = {}
 
     def wrap_model(self, model: torch.nn.Module, ctx: WorkerContext) -> torch.nn.Module:
         self._world_size = ctx.world_size
@@ -82,7 +88,10 @@ class SparseAveraging(ProcessGroupStrategy):
         if len(dtypes) != 1:
             raise ConfigError(f"strategy='sparse:{self.ratio:g}' needs parameters of one dtype, "
                               f"got {sorted(map(str, dtypes))}")
-        _broadcast_(list(model.parameters()) + list(model.buffers()), src=0)
+        self._rank = ctx.rank
+        own = all_ranks_resume_their_own(self._loaded.get("rank"), ctx)
+        if not own:  # a fresh run, or a rank without its own checkpoint: everyone from rank 0's model
+            _broadcast_(list(model.parameters()) + list(model.buffers()), src=0)
         # The parameters become views into one flat vector, so that the update,
         # the top-k and the residual are single vector operations. The optimizer
         # holds the same Parameter objects, so it steps the flat vector.
@@ -104,6 +113,9 @@ class SparseAveraging(ProcessGroupStrategy):
         # Its own generator: the top-k's sampling must not move the training's random stream.
         self._generator = torch.Generator(device=ctx.device)
         self._generator.manual_seed(1_000_003 + ctx.rank)
+        if own:
+            self._restore(self._loaded, ctx.device)
+        self._loaded = {}
         return model
 
     def optimizer_step(self, optimizer: torch.optim.Optimizer, scaler: "torch.amp.GradScaler | None") -> None:
@@ -153,6 +165,32 @@ class SparseAveraging(ProcessGroupStrategy):
                 self._flat.index_add_(0, other_index, other_values, alpha=share)
         else:
             self._flat.copy_(self._shared)
+
+    def state_dict(self) -> dict:
+        # The exchange in flight belongs to the next step: keep what it received, not the
+        # request, so that a resumed run applies it where an uninterrupted one would.
+        pending = None
+        if self._pending is not None:
+            works, gathered, index, values = self._pending
+            for work in works:
+                work.wait()
+            pending = {"gathered": [[t.cpu() for t in group] for group in gathered], "index": index.cpu(),
+                       "values": values.cpu()}
+        return {"rank": self._rank, "shared": self._shared.detach().clone().cpu(), "pending": pending,
+                "generator": self._generator.get_state() if self._generator is not None else None}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._loaded = dict(state or {})
+
+    def _restore(self, state: dict, device: torch.device) -> None:
+        """The shared copy and the exchange in flight of this rank's own checkpoint."""
+        self._shared.copy_(state["shared"])
+        if state.get("generator") is not None and self._generator is not None:
+            self._generator.set_state(state["generator"])
+        pending = state.get("pending")
+        if pending is not None:
+            gathered = [[t.to(device) for t in group] for group in pending["gathered"]]
+            self._pending = ([], gathered, pending["index"].to(device), pending["values"].to(device))
 
     def synchronize_model(self, model: torch.nn.Module) -> bool:
         self._finish_exchange()

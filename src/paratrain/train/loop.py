@@ -158,6 +158,8 @@ def run_training(config: FitConfig, worker: WorkerContext, source: Any, run_dir:
     metrics = MetricsLog(run_dir / rundir.METRICS_FILE)
     if resume:
         state = _load_checkpoint(run_dir, model, optimizer, scheduler, scaler, strategy)
+        if strategy.replicas_differ and not worker.is_main:
+            _load_rank_checkpoint(run_dir, worker, model, optimizer, strategy, state.epoch)
         if worker.is_main:
             metrics.truncate_after(state.epoch)
     wrapped = strategy.wrap_model(model, worker)
@@ -179,6 +181,8 @@ def run_training(config: FitConfig, worker: WorkerContext, source: Any, run_dir:
                 strategy_state = strategy.state_dict()
                 if worker.is_main:
                     _save_checkpoint(run_dir, model, optimizer, scheduler, scaler, state, strategy_state)
+                elif strategy.replicas_differ:
+                    _save_rank_checkpoint(run_dir, worker, model, optimizer, state.epoch, strategy_state)
             if worker.is_main:
                 metrics.append(record)
                 progress.update(record)
@@ -328,6 +332,33 @@ def _save_checkpoint(run_dir: Path, model, optimizer, scheduler, scaler, state: 
         },
         run_dir / rundir.CHECKPOINT_FILE,
     )
+
+
+def _save_rank_checkpoint(run_dir: Path, worker: WorkerContext, model, optimizer, epoch: int,
+                          strategy_state: dict) -> None:
+    """A rank other than 0 keeps its own model, optimizer and strategy state beside rank 0's checkpoint."""
+    save_torch_atomic(
+        {"epoch": epoch, "world_size": worker.world_size, "model": model.state_dict(),
+         "optimizer": optimizer.state_dict(), "strategy": strategy_state},
+        run_dir / rundir.rank_checkpoint_file(worker.rank),
+    )
+
+
+def _load_rank_checkpoint(run_dir: Path, worker: WorkerContext, model, optimizer, strategy: Strategy,
+                          epoch: int) -> None:
+    """Continue this rank's own model from its checkpoint when it belongs to the same epoch and
+    world size as rank 0's; otherwise (a crash between the writes, another world size) the rank
+    goes on from rank 0's model and optimizer state, which the caller has already loaded."""
+    path = run_dir / rundir.rank_checkpoint_file(worker.rank)
+    saved = load_torch(path) if path.is_file() else None
+    if saved is None or saved.get("epoch") != epoch or saved.get("world_size") != worker.world_size:
+        found = "none" if saved is None else f"epoch {saved.get('epoch')} of {saved.get('world_size')} workers"
+        log.warning("rank %d resumes from rank 0's model: its own checkpoint (%s) is not of epoch %d of %d "
+                    "workers", worker.rank, found, epoch, worker.world_size)
+        return
+    model.load_state_dict(saved["model"])
+    optimizer.load_state_dict(saved["optimizer"])
+    strategy.load_state_dict(saved["strategy"])
 
 
 def _load_checkpoint(run_dir: Path, model, optimizer, scheduler, scaler, strategy: Strategy) -> LoopState:

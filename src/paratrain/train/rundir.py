@@ -18,6 +18,11 @@ METRICS_FILE = "metrics.jsonl"
 SUMMARY_FILE = "summary.json"
 
 
+def rank_checkpoint_file(rank: int) -> str:
+    """The checkpoint of rank ``rank``'s own model and optimizer (strategies whose workers' models differ)."""
+    return f"checkpoint.rank{rank}.pt"
+
+
 def default_run_dir(strategy: str, root: str | Path = "runs") -> Path:
     """runs/<date>-<time>-<strategy>, with a suffix if that exists already."""
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
