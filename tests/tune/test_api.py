@@ -74,3 +74,19 @@ def test_trials_skip_checkpoints_unless_asked(tiny_csv, fixed, expected):
 
     resolved = _fixed_config(fixed, str(tiny_csv), "y", get_model("mlp"), workers_per_trial=1)
     assert resolved["train"]["checkpoint_every"] == expected
+
+
+@pytest.mark.timeout(180)
+def test_fewer_trials_than_parallel_slots_get_every_core(tmp_path, tiny_csv):
+    """One trial with --parallel 2: one slot with all the cores, not two slots of which one idles."""
+    import os
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    log = io.StringIO()
+    result = tune(data=tiny_csv, target="y", model="mlp", sampler="random", trials=1, parallel=2,
+                  out=tmp_path / "one", retrain=False, fixed={"epochs": 1, "hidden": [8], "batch_size": 32},
+                  stream=log)
+    text = log.getvalue()
+    assert result.summary["n_complete"] == 1
+    assert f"plan: 1 trial(s) at once x 1 worker(s) each, {cores} thread(s) per worker" in text, text
+    assert "--parallel 2 is more than the 1 trial(s) to run" in text
