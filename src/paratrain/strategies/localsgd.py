@@ -20,10 +20,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import torch
-import torch.distributed as dist
 
 from paratrain.errors import ConfigError
 from paratrain.strategies.base import ByteMeter, CommStats, ProcessGroupStrategy, WorkerContext
+from paratrain.strategies.collectives import all_ranks_resume_their_own, all_reduce_mean_, broadcast_
 
 if TYPE_CHECKING:
     from paratrain.config import ParallelConfig
@@ -57,13 +57,13 @@ class LocalSGD(ProcessGroupStrategy):
         # A fresh run seeds every worker identically, but be sure they start from one point;
         # a resumed run where every rank loaded its own checkpoint keeps the models it had.
         if not all_ranks_resume_their_own(self._loaded_rank, ctx):
-            _broadcast_(list(model.parameters()) + list(model.buffers()), src=0)
+            broadcast_(list(model.parameters()) + list(model.buffers()), src=0)
         return model
 
     def optimizer_step(self, optimizer: torch.optim.Optimizer, scaler: "torch.amp.GradScaler | None") -> None:
         if self.steps_done < self.sync_warmup:
             grads = [p.grad for p in self._params if p.grad is not None]
-            self._meter.bytes_sent += _all_reduce_mean_(grads, self._world_size)
+            self._meter.bytes_sent += all_reduce_mean_(grads, self._world_size)
         super().optimizer_step(optimizer, scaler)
 
     def after_optimizer_step(self, model: torch.nn.Module, step: int) -> None:
@@ -85,7 +85,7 @@ class LocalSGD(ProcessGroupStrategy):
         return False
 
     def _average(self) -> None:
-        self._meter.bytes_sent += _all_reduce_mean_(self._params + self._buffers, self._world_size)
+        self._meter.bytes_sent += all_reduce_mean_(self._params + self._buffers, self._world_size)
         self._unaveraged_steps = 0
 
     def communication_stats(self) -> CommStats | None:
@@ -111,36 +111,3 @@ def parse_period(argument: str | None) -> int:
     if period < 1:
         raise ConfigError(f"strategy='localsgd:{argument}': PERIOD must be an integer >= 1, e.g. localsgd:8")
     return period
-
-
-def all_ranks_resume_their_own(loaded_rank: int | None, ctx: WorkerContext) -> bool:
-    """True when every rank loaded its own checkpoint (``loaded_rank``: the rank that wrote the state
-    this one loaded, None on a fresh run). A collective: every rank calls it and gets the same answer,
-    so all of them broadcast, or none."""
-    flag = torch.tensor([1 if loaded_rank == ctx.rank else 0], device=ctx.device)
-    dist.all_reduce(flag, op=dist.ReduceOp.MIN)
-    return bool(flag.item())
-
-
-def _all_reduce_mean_(tensors: list[torch.Tensor], world_size: int) -> int:
-    """Average tensors over ranks in place with one all-reduce; returns the bytes sent."""
-    if not tensors:
-        return 0
-    flat = torch.cat([t.detach().reshape(-1) for t in tensors])
-    dist.all_reduce(flat)
-    flat /= world_size
-    for tensor, chunk in zip(tensors, flat.split([t.numel() for t in tensors])):
-        tensor.detach().copy_(chunk.view_as(tensor))
-    return flat.numel() * flat.element_size()
-
-
-def _broadcast_(tensors: list[torch.Tensor], src: int) -> None:
-    """Copy rank ``src``'s values into every rank's tensors (one flat broadcast per dtype)."""
-    by_dtype: dict[torch.dtype, list[torch.Tensor]] = {}
-    for tensor in tensors:
-        by_dtype.setdefault(tensor.dtype, []).append(tensor)
-    for group in by_dtype.values():
-        flat = torch.cat([t.detach().reshape(-1) for t in group])
-        dist.broadcast(flat, src=src)
-        for tensor, chunk in zip(group, flat.split([t.numel() for t in group])):
-            tensor.detach().copy_(chunk.view_as(tensor))

@@ -44,7 +44,7 @@ import torch.distributed as dist
 
 from paratrain.errors import ConfigError
 from paratrain.strategies.base import ByteMeter, CommStats, ProcessGroupStrategy, WorkerContext
-from paratrain.strategies.localsgd import _all_reduce_mean_, _broadcast_, all_ranks_resume_their_own
+from paratrain.strategies.collectives import all_ranks_resume_their_own, all_reduce_mean_, broadcast_
 from paratrain.strategies.topk import largest_magnitude
 
 if TYPE_CHECKING:
@@ -91,7 +91,7 @@ class SparseAveraging(ProcessGroupStrategy):
         self._rank = ctx.rank
         own = all_ranks_resume_their_own(self._loaded.get("rank"), ctx)
         if not own:  # a fresh run, or a rank without its own checkpoint: everyone from rank 0's model
-            _broadcast_(list(model.parameters()) + list(model.buffers()), src=0)
+            broadcast_(list(model.parameters()) + list(model.buffers()), src=0)
         # The parameters become views into one flat vector, so that the update,
         # the top-k and the residual are single vector operations. The optimizer
         # holds the same Parameter objects, so it steps the flat vector.
@@ -196,7 +196,7 @@ class SparseAveraging(ProcessGroupStrategy):
         self._finish_exchange()
         # Training ends: average the workers' models (each is shared + its residual),
         # so that the saved model is the consensus rather than rank 0's.
-        self._meter.bytes_sent += _all_reduce_mean_([self._flat] + self._buffers, self._world_size)
+        self._meter.bytes_sent += all_reduce_mean_([self._flat] + self._buffers, self._world_size)
         self._shared.copy_(self._flat)
         return True
 
