@@ -108,6 +108,10 @@ def test_two_hogwild_workers_reach_the_single_process_loss(tmp_path, regression_
 def test_hogwild_resumes(tmp_path, regression_csv):
     stopped = fit(_config(tmp_path, regression_csv, "hogwild", strategy="hogwild", workers=2, epochs=3, stop_after=1))
     assert stopped.summary["status"] == "stopped"
+    # Each worker's Adam moments are its own: rank 1 keeps them beside rank 0's checkpoint.
+    mine = load_torch(stopped.run_dir / "checkpoint.rank1.pt")["optimizer"]["state"]
+    theirs = load_torch(stopped.run_dir / "checkpoint.pt")["optimizer"]["state"]
+    assert mine.keys() == theirs.keys() and not torch.equal(mine[0]["exp_avg"], theirs[0]["exp_avg"])
     finished = resume(stopped.run_dir)
     assert finished.summary["status"] == "finished"
     assert finished.summary["epochs"] == 3

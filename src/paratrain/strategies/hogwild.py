@@ -13,9 +13,10 @@ At teardown every rank copies its parameters into private memory, so the model
 rank 0 saves is the final shared state.
 
 Limits: one machine only; CPU only; optimizer state (SGD momentum, Adam
-moments) and buffers (BatchNorm statistics) stay private to each worker, and
-rank 0's are the ones checkpointed; a checkpoint taken while other workers
-already train the next epoch is a snapshot of racing memory, as Hogwild is.
+moments) and buffers (BatchNorm statistics) stay private to each worker, so
+every rank checkpoints its own (``replicas_differ``) and a resumed worker gets
+its own back; a checkpoint taken while other workers already train the next
+epoch is a snapshot of racing memory, as Hogwild is.
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ class HogwildStrategy(ProcessGroupStrategy):
 
     name = "hogwild"
     description = "lock-free updates of shared-memory parameters by N processes on one machine (Hogwild!)"
+    replicas_differ = True  # each worker's optimizer state is its own
 
     def __init__(self, argument: str | None = None, options=None) -> None:
         super().__init__(argument, options)
