@@ -70,8 +70,9 @@ class Strategy:
     """True when the strategy talks to other ranks through torch.distributed."""
     supports_accumulation: ClassVar[bool] = True
     replicas_differ: ClassVar[bool] = False
-    """True when each worker's model and optimizer state are its own between averages (local
-    SGD): every rank then checkpoints its own, so that a resumed run continues each exactly."""
+    """True when each worker's model or optimizer state is its own (local SGD between averages,
+    Hogwild's private optimizers): every rank then checkpoints its own, and a resumed run
+    continues each worker where it stopped."""
     description: ClassVar[str] = ""
 
     def __init__(self, argument: str | None = None, options: "ParallelConfig | None" = None) -> None:
