@@ -20,6 +20,7 @@ from paratrain.strategies.compression import Int8Compressor, TopKCompressor
 from paratrain.strategies.ddp import DistributedDataParallelStrategy
 from paratrain.train.checkpoint import load_torch
 from paratrain.train.fit import fit, resume
+from tests.conftest import assert_states_close, model_state
 
 
 ACCURACY_EPOCHS = 30
@@ -254,12 +255,8 @@ def test_topk_without_error_feedback_is_much_worse(table, tmp_path):
 
 @pytest.mark.timeout(180)
 def test_topk_resume_keeps_residuals_and_finishes(table, tmp_path, single_val_loss):
-    """A stopped topk run checkpoints its residuals; resumed, it finishes as well as an uninterrupted run.
-
-    Not bit-exact: rank 0 writes the checkpoint, so only its residuals survive
-    and rank 1 restarts from zero residuals; the final val_loss is held to the
-    same 30% of `single` as the uninterrupted topk:0.1 run above.
-    """
+    """A stopped topk run checkpoints its residuals; resumed, it finishes as well as an uninterrupted run
+    (the final val_loss is held to the same 30% of `single` as the uninterrupted topk:0.1 run above)."""
     stopped = fit(_ddp(table, tmp_path / "run", compress="topk:0.1", stop_after=10))
     assert stopped.summary["status"] == "stopped"
     residuals = load_torch(stopped.run_dir / "checkpoint.pt")["strategy"]["compressor"]["residuals"]
@@ -271,3 +268,19 @@ def test_topk_resume_keeps_residuals_and_finishes(table, tmp_path, single_val_lo
     val_loss = resumed.summary["val_loss"]
     assert val_loss <= single_val_loss * (1 + TOLERANCE), (val_loss, single_val_loss)
     assert _run_compression_ratio(resumed.run_dir) == pytest.approx(5.0, rel=0.02)
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("compress", ["topk:0.1", "int8"])
+def test_error_feedback_resume_equals_an_uninterrupted_run(table, tmp_path, compress):
+    """Each rank's residuals are its own: rank 1 checkpoints its own beside rank 0's, so a run
+    stopped after 2 of 4 epochs and resumed equals the uninterrupted one (1e-6)."""
+    whole = fit(_ddp(table, tmp_path / "whole", compress=compress, epochs=4))
+    stopped = fit(_ddp(table, tmp_path / "parts", compress=compress, epochs=4, stop_after=2))
+    mine = load_torch(stopped.run_dir / "checkpoint.rank1.pt")["strategy"]["compressor"]
+    theirs = load_torch(stopped.run_dir / "checkpoint.pt")["strategy"]["compressor"]
+    assert (mine["rank"], theirs["rank"]) == (1, 0)
+    assert any(not torch.equal(mine["residuals"][name], theirs["residuals"][name]) for name in theirs["residuals"])
+    resumed = resume(stopped.run_dir)
+    assert resumed.summary["status"] == "finished"
+    assert_states_close(model_state(whole.run_dir), model_state(resumed.run_dir), atol=1e-6)

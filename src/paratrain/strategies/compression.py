@@ -122,10 +122,16 @@ class Compressor:
     def __init__(self) -> None:
         self.bytes_sent = 0
         self.world_size = 1
+        self.worker_rank = 0  # this process's rank (PowerSGD's `rank` is its approximation rank)
+
+    @property
+    def state_per_rank(self) -> bool:
+        """True when each rank's state differs (error-feedback residuals): every rank checkpoints its own."""
+        return False
 
     def attach(self, ddp_model: torch.nn.Module, module: torch.nn.Module, ctx: "WorkerContext") -> None:
         """Register the hook on a freshly built DDP model (before its first forward)."""
-        self.world_size = ctx.world_size
+        self.world_size, self.worker_rank = ctx.world_size, ctx.rank
         ddp_model.register_comm_hook(None, self.hook)
 
     # Hooks are left unannotated: DDP compares annotations to dist.GradBucket and
@@ -180,13 +186,18 @@ class ResidualCompressor(Compressor):
         self.residuals: dict[str, torch.Tensor] = {}
         self._names: dict[int, str] = {}
         self._loaded: dict[str, torch.Tensor] = {}
+        self._loaded_rank = 0
+
+    @property
+    def state_per_rank(self) -> bool:
+        return self.error_feedback
 
     def attach(self, ddp_model: torch.nn.Module, module: torch.nn.Module, ctx: "WorkerContext") -> None:
         self._names = {id(param): name for name, param in module.named_parameters()}
-        # The checkpoint holds rank 0's residuals only (rank 0 writes it); giving
-        # them to every rank would send that error world_size times, so the
-        # other ranks restart from zero.
-        if ctx.rank == 0:
+        # Residuals are a rank's own: a rank takes only those it wrote itself. Another rank's
+        # (rank 0's checkpoint, when this rank's own file is missing) would send that error
+        # twice, so such a rank restarts from zero.
+        if self._loaded_rank == ctx.rank:
             self.residuals = {name: tensor.to(ctx.device) for name, tensor in self._loaded.items()}
         self._loaded = {}
         super().attach(ddp_model, module, ctx)
@@ -232,10 +243,12 @@ class ResidualCompressor(Compressor):
 
     def state_dict(self) -> dict:
         residuals = self.residuals or self._loaded
-        return {"residuals": {name: tensor.detach().clone().cpu() for name, tensor in residuals.items()}}
+        return {"rank": self.worker_rank,
+                "residuals": {name: tensor.detach().clone().cpu() for name, tensor in residuals.items()}}
 
     def load_state_dict(self, state: dict) -> None:
         self._loaded = dict(state.get("residuals") or {})
+        self._loaded_rank = int(state.get("rank", 0))  # checkpoints before per-rank files: rank 0's
 
 
 class TopKCompressor(ResidualCompressor):
@@ -311,6 +324,10 @@ class PowerSGDCompressor(Compressor):
         self._loaded: dict = {}
         self._plain_calls_left = 0
 
+    @property
+    def state_per_rank(self) -> bool:
+        return self.error_feedback
+
     def attach(self, ddp_model: torch.nn.Module, module: torch.nn.Module, ctx: "WorkerContext") -> None:
         scalars = [name for name, param in module.named_parameters() if param.dim() == 0]
         if scalars:
@@ -318,7 +335,7 @@ class PowerSGDCompressor(Compressor):
                 f"compress='powersgd:{self.rank}' needs parameters with at least one dimension, but "
                 f"{', '.join(scalars[:5])} are scalars (a formula model?); use compress=fp16, int8 or topk"
             )
-        self.world_size = ctx.world_size
+        self.world_size, self.worker_rank = ctx.world_size, ctx.rank
         self.state = PowerSGDState(
             process_group=None,
             matrix_approximation_rank=self.rank,
@@ -334,10 +351,10 @@ class PowerSGDCompressor(Compressor):
 
     def _restore(self, saved: dict, ctx: "WorkerContext") -> None:
         self.state.iter = int(saved.get("iter", 0))
-        # P and Q are all-reduced, hence equal on every rank; the error is rank 0's only.
+        # P and Q are all-reduced, hence equal on every rank; the error is the writing rank's own.
         self.state.p_memory_dict = {int(k): v.to(ctx.device) for k, v in saved.get("p", {}).items()}
         self.state.q_memory_dict = {int(k): v.to(ctx.device) for k, v in saved.get("q", {}).items()}
-        if ctx.rank == 0:
+        if int(saved.get("rank", 0)) == ctx.rank:
             self.state.error_dict = {int(k): v.to(ctx.device) for k, v in saved.get("error", {}).items()}
         # A new DDP model rebuilds its bucket after the first step; the saved
         # tensors belong to the rebuilt layout, so the first two steps stay plain.
@@ -370,6 +387,7 @@ class PowerSGDCompressor(Compressor):
         if self.state is None:
             return dict(self._loaded)
         return {
+            "rank": self.worker_rank,
             "iter": self.state.iter,
             "p": {k: v.detach().clone().cpu() for k, v in self.state.p_memory_dict.items()},
             "q": {k: v.detach().clone().cpu() for k, v in self.state.q_memory_dict.items()},

@@ -33,6 +33,8 @@ class DistributedDataParallelStrategy(ProcessGroupStrategy):
         super().__init__(argument, options)
         spec = parse_compression(options.compress if options is not None else None, options)
         self.compressor: Compressor | None = build_compressor(spec, options) if spec is not None else None
+        # Error-feedback residuals differ per rank: then every rank checkpoints its own (see Strategy).
+        self.replicas_differ = self.compressor is not None and self.compressor.state_per_rank
         self._dense_bytes = 0
         self._steps = 0
 
