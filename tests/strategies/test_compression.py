@@ -284,3 +284,17 @@ def test_error_feedback_resume_equals_an_uninterrupted_run(table, tmp_path, comp
     resumed = resume(stopped.run_dir)
     assert resumed.summary["status"] == "finished"
     assert_states_close(model_state(whole.run_dir), model_state(resumed.run_dir), atol=1e-6)
+
+
+@pytest.mark.timeout(240)
+def test_powersgd_resume_keeps_each_ranks_error(table, tmp_path):
+    """PowerSGD's error feedback is per rank too: rank 1 checkpoints its own error beside rank 0's,
+    and the resumed run finishes (not bit-exact: a new DDP model takes 2 plain steps first)."""
+    fields = {"compress": "powersgd:2", "powersgd_warmup": 2, "hidden": [64, 64], "epochs": 3}
+    stopped = fit(_ddp(table, tmp_path / "run", stop_after=1, **fields))
+    mine = load_torch(stopped.run_dir / "checkpoint.rank1.pt")["strategy"]["compressor"]
+    theirs = load_torch(stopped.run_dir / "checkpoint.pt")["strategy"]["compressor"]
+    assert (mine["rank"], theirs["rank"]) == (1, 0) and mine["error"].keys() == theirs["error"].keys()
+    assert any(not torch.equal(mine["error"][key], theirs["error"][key]) for key in theirs["error"])
+    resumed = resume(stopped.run_dir)
+    assert resumed.summary["status"] == "finished" and resumed.summary["epochs"] == 3
