@@ -43,3 +43,10 @@ def test_gpus_are_split_between_trials():
 def test_bad_numbers_are_errors():
     with pytest.raises(ConfigError, match="parallel=0 must be an integer >= 1"):
         plan_resources(0)
+
+
+def test_no_more_slots_than_trials():
+    plan = plan_resources(2, 1, cpus=(0, 1), trials=1)
+    assert (plan.parallel, plan.threads, [slot.cpus for slot in plan.slots]) == (1, 2, [(0, 1)])
+    assert any("more than the 1 trial(s) to run" in note for note in plan.notes)
+    assert plan_resources(2, 1, cpus=(0, 1), trials=5).parallel == 2

@@ -114,13 +114,8 @@ def tune(data: Any = None, target: str | None = None, model: str = "mlp",
                      pruner_options=dict(pruner_options or {}), max_resource=_max_epochs(search_space, fixed_config),
                      workers_per_trial=workers_per_trial, out=str(out_dir.resolve()), stop_value=stop_at)
     notes.append(cap_to_grid(spec, search_space))
-    if parallel > spec.trials:
-        # More slots than trials would leave cores idle: fewer slots get more cores each.
-        notes.append(f"--parallel {parallel} is more than the {spec.trials} trial(s) to run: "
-                     f"{spec.trials} at once, with the cores shared among them")
-        parallel = spec.trials
     uses_gpu = tunable.kind == "train" and fixed_config["train"]["device"] != "cpu"
-    plan = plan_resources(parallel, workers_per_trial, gpus=visible_gpus() if uses_gpu else ())
+    plan = plan_resources(parallel, workers_per_trial, gpus=visible_gpus() if uses_gpu else (), trials=spec.trials)
     storage_ref = storage or str((out_dir / JOURNAL_FILE).resolve())
     name = study_name or out_dir.resolve().name
     if verbosity > 0:

@@ -76,8 +76,9 @@ def visible_gpus() -> tuple[str, ...]:
 
 
 def plan_resources(parallel: int, workers_per_trial: int = 1, cpus: tuple[int, ...] | None = None,
-                   gpus: tuple[str, ...] = ()) -> ResourcePlan:
-    """Fit ``parallel`` trials of ``workers_per_trial`` workers onto ``cpus`` and ``gpus``.
+                   gpus: tuple[str, ...] = (), trials: int | None = None) -> ResourcePlan:
+    """Fit ``parallel`` trials of ``workers_per_trial`` workers onto ``cpus`` and ``gpus``;
+    no more slots than ``trials``, the trials the search has to run (None: no limit).
 
     Example:
         >>> plan = plan_resources(4, 1, cpus=(0, 1))
@@ -89,6 +90,11 @@ def plan_resources(parallel: int, workers_per_trial: int = 1, cpus: tuple[int, .
             raise ConfigError(f"{name}={value!r} must be an integer >= 1")
     cpus = tuple(cpus) if cpus is not None else available_cpus()
     notes = []
+    if trials is not None and parallel > trials >= 1:
+        # More slots than trials would leave cores idle: fewer slots get more cores each.
+        notes.append(f"--parallel {parallel} is more than the {trials} trial(s) to run: "
+                     f"{trials} at once, with the cores shared among them")
+        parallel = trials
     wanted = parallel
     if gpus:
         if workers_per_trial > len(gpus):

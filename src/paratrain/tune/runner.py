@@ -113,7 +113,7 @@ def run_function_study(objective: Callable[[dict, Any], Any], space: SearchSpace
                      sampler_options=dict(sampler_options or {}), pruner_options=dict(pruner_options or {}),
                      max_resource=max_resource, out=str(out_dir))
     cap_to_grid(spec, search_space)
-    plan = plan_resources(1 if in_process else min(parallel, spec.trials), 1, cpus=None)  # no idle slots
+    plan = plan_resources(1 if in_process else parallel, 1, cpus=None, trials=spec.trials)
     if in_process:
         return _run_in_process(objective, spec, storage, study_name or "paratrain-function", plan, out_dir,
                                verbosity, stream)
