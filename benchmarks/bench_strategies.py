@@ -24,7 +24,7 @@ from pathlib import Path
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 ROWS = ("single-1t, single, single-global-batch, no-comm (ceiling), ddp, ddp-fp16, ddp-bf16, ddp-int8, ddp-topk, "
-        "ddp-powersgd, localsgd, sparse, async, hogwild, stale (probe)")
+        "ddp-at-topk-lr (check), ddp-powersgd, localsgd, sparse, async, hogwild, stale (probe)")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -44,6 +44,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--noise", type=float, help="Friedman #1 noise (default 1.0)")
     parser.add_argument("--only", dest="contenders", help=f"comma-separated rows to run, of: {ROWS}")
     parser.add_argument("--topk-ratio", type=float, help="ratio of ddp topk and of sparse (default 0.01)")
+    parser.add_argument("--topk-lr", type=float, help="learning rate of the ddp topk row and its dense check row "
+                        "(default: with adam, lr / sqrt(topk ratio), 10x at 0.01; with sgd, lr)")
     parser.add_argument("--powersgd-rank", type=int, help="ddp PowerSGD rank (default 4)")
     parser.add_argument("--powersgd-warmup", type=int, help="plain steps before PowerSGD compresses (default 10)")
     parser.add_argument("--localsgd-period", type=int, help="steps between localsgd averages (default 8)")
@@ -66,8 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     from paratrain.config import parse_int_list
     from paratrain.errors import ParatrainError
 
-    names = ("rows", "epochs", "batch_size", "lr", "reps", "workers", "seed", "noise", "topk_ratio", "powersgd_rank",
-             "powersgd_warmup", "localsgd_period", "max_staleness", "target_loss", "target_epoch",
+    names = ("rows", "epochs", "batch_size", "lr", "reps", "workers", "seed", "noise", "topk_ratio", "topk_lr",
+             "powersgd_rank", "powersgd_warmup", "localsgd_period", "max_staleness", "target_loss", "target_epoch",
              "evals_per_epoch", "schedule", "optimizer")
     overrides = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
     try:

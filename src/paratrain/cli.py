@@ -74,7 +74,8 @@ def _fit_arguments(parser: argparse.ArgumentParser) -> None:
     parallel.add_argument("--threads", type=int, help="intra-op threads per worker (default: cores / workers)")
     parallel.add_argument("--timeout", dest="timeout_s", type=float, help="seconds a collective may wait before failing (300)")
     parallel.add_argument("--compress", metavar="NAME",
-                          help="ddp gradient compression: fp16, bf16, powersgd:RANK, topk:RATIO, int8")
+                          help="ddp gradient compression: fp16, bf16, powersgd:RANK, topk:RATIO, int8 "
+                               "(with adam, topk:RATIO wants --lr about 1/sqrt(RATIO) times the dense one)")
     parallel.add_argument("--powersgd-warmup", type=int, help="plain all-reduce steps before PowerSGD compresses (10)")
     parallel.add_argument("--no-error-feedback", dest="error_feedback", action="store_const", const=False,
                           help="drop the compression error instead of carrying it to the next step (ablation)")

@@ -228,7 +228,8 @@ _TRAINING_PARAMETERS_DOC = """
         workers: Worker processes; more than 1 needs a parallel ``strategy`` such as 'ddp'.
         strategy: Parallel strategy by name, with its argument: 'single', 'ddp', 'localsgd:8',
             'sparse:0.01', 'async', 'hogwild' (see ``paratrain strategies``).
-        compress: ddp gradient compression: 'fp16', 'bf16', 'int8', 'topk:0.01', 'powersgd:4'.
+        compress: ddp gradient compression: 'fp16', 'bf16', 'int8', 'topk:0.01', 'powersgd:4'. With
+            adam, 'topk:RATIO' wants a learning rate about 1/sqrt(RATIO) times the dense one.
         strategy_options: Further options of the strategy, as the CLI names them: a dict
             with keys among 'powersgd_warmup', 'error_feedback', 'sync_warmup', 'max_staleness', 'overlap', 'timeout_s'.
         threads: Intra-op threads per worker; None divides the cores among the workers.

@@ -69,7 +69,9 @@ def test_tiny_benchmark_reports_every_row(tmp_path):
     assert set(report["rows"]["ddp-topk"]) >= {"samples_per_s", "comm_bytes_per_step_after_epoch_1",
                                                "seconds_to_target", "final_val_loss", "records"}
     table = strategy_markdown_report(result)
-    assert "| ddp topk:0.01 | 2 x" in table and "| expectation | measured | holds |" in table
+    # With Adam the topk row trains at lr / sqrt(0.01), and says so.
+    assert "| ddp topk:0.01, lr 0.01 | 2 x" in table and "| expectation | measured | holds |" in table
+    assert "(ddp topk and its check row: lr 0.01)" in table
 
 
 @pytest.mark.timeout(300)
@@ -121,7 +123,8 @@ def test_repetitions_use_their_own_seed_and_target(tmp_path):
 
 
 @pytest.mark.parametrize("field, value", [("epochs", 1), ("evals_per_epoch", 0), ("schedule", "linear"), ("workers", 1), ("contenders", ("ddp", "nccl")),
-                                          ("topk_ratio", 0.0), ("target_epoch", 9), ("target_slack", 0.5)])
+                                          ("topk_ratio", 0.0), ("topk_lr", 0.0), ("target_epoch", 9),
+                                          ("target_slack", 0.5)])
 def test_config_rejects_bad_values_naming_the_field(field, value):
     with pytest.raises(ConfigError, match=field):
         StrategyBenchConfig(**{field: value})
@@ -134,3 +137,38 @@ def test_every_contender_key_builds_a_valid_fit_config():
     for contender in build_contenders(StrategyBenchConfig()):
         assert contender.key in CONTENDER_KEYS
         FitConfig.from_dict({"target": "y", **contender.fields})  # validates strategy, compress, workers
+
+
+def test_topk_row_trains_at_its_own_learning_rate_and_a_dense_row_checks_that_rate():
+    from paratrain.bench.strategies import build_contenders
+
+    rows = {c.key: c for c in build_contenders(StrategyBenchConfig(lr=2e-3, topk_ratio=0.04))}
+    assert rows["ddp-topk"].fields["lr"] == pytest.approx(2e-3 / 0.2)  # lr / sqrt(ratio) with adam
+    assert rows["ddp-topk"].label == "ddp topk:0.04, lr 0.01"
+    check = rows["ddp-at-topk-lr"]
+    assert check.kind == "lr-check" and check.fields["strategy"] == "ddp" and "compress" not in check.fields
+    assert check.fields["lr"] == pytest.approx(1e-2)
+    assert "lr" not in rows["ddp"].fields and "lr" not in rows["sparse"].fields  # the others share config.lr
+    assert StrategyBenchConfig(optimizer="sgd").resolved_topk_lr == 1e-3  # SGD moves by the sum either way
+    assert StrategyBenchConfig(topk_lr=5e-3).resolved_topk_lr == 5e-3
+    assert rows["ddp-topk"].label.endswith("lr 0.01")
+    plain = {c.key: c for c in build_contenders(StrategyBenchConfig(optimizer="sgd"))}
+    assert plain["ddp-topk"].label == "ddp topk:0.01"
+
+
+def test_the_check_row_is_reported_as_a_diagnostic_and_is_never_the_best():
+    from paratrain.bench.strategies import StrategyBenchResult, StrategyRun, build_contenders
+
+    config = StrategyBenchConfig(contenders=("single", "ddp", "ddp-topk", "ddp-at-topk-lr"))
+    records = {"single": 0.10, "ddp": 0.10, "ddp-topk": 0.101, "ddp-at-topk-lr": 0.12}
+    runs = {c.key: StrategyRun(c, records=[[{"train_seconds": 1.0, "val_loss": 0.2, "samples_per_s": 10.0},
+                                            {"train_seconds": 1.0, "val_loss": records[c.key], "samples_per_s": 10.0}]],
+                               saved_val_losses=[records[c.key]])
+            for c in build_contenders(config)}
+    # The check row reaches the target first (1 s), yet only topk counts among the efficient rows.
+    runs["ddp-at-topk-lr"].records[0][0]["val_loss"] = 0.1
+    result = StrategyBenchResult(config, runs, [0.105], "given")
+    (found,) = [measured for row, measured in result.diagnostics() if row.startswith("ddp, lr 0.01 (topk's")]
+    assert "final val_loss 0.1200 (+20.0% vs ddp at lr 0.001)" in found and "+1.0%" in found
+    (speed,) = [e for e in result.expectations() if "1.15x" in e.claim]
+    assert speed.measured.startswith("ddp topk:0.01, lr 0.01 2.00 s")

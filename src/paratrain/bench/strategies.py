@@ -52,7 +52,7 @@ REFERENCE = "single"
 EFFICIENT = ("ddp-topk", "ddp-powersgd", "localsgd", "sparse")
 """The communication-efficient rows that should beat the best single-process row."""
 CONTENDER_KEYS = ("single-1t", "single", "single-global-batch", "no-comm", "ddp", "ddp-fp16", "ddp-bf16", "ddp-int8",
-                  "ddp-topk", "ddp-powersgd", "localsgd", "sparse", "async", "hogwild", "stale")
+                  "ddp-topk", "ddp-at-topk-lr", "ddp-powersgd", "localsgd", "sparse", "async", "hogwild", "stale")
 NEVER = 2 ** 62
 """A localsgd period no run reaches: the workers never average while training (the throughput ceiling row)."""
 
@@ -91,6 +91,10 @@ class StrategyBenchConfig:
     """Rows to run, by key; see CONTENDER_KEYS."""
     topk_ratio: float = 0.01
     """Share of each gradient bucket that ddp topk sends, and of the update that sparse shares."""
+    topk_lr: float | None = None
+    """Learning rate of the ddp topk row (and of the dense 'ddp-at-topk-lr' check row); None: with adam,
+    lr x topk_adam_lr_factor(topk_ratio) (1/sqrt(ratio): error feedback hands Adam bursts of gradient,
+    which it moves sqrt(1/ratio) times less than dense steps), with sgd lr."""
     powersgd_rank: int = 4
     """Rank of ddp PowerSGD's approximation."""
     powersgd_warmup: int = 10
@@ -131,6 +135,8 @@ class StrategyBenchConfig:
             raise ConfigError(f"schedule={self.schedule!r} must be one of: none, cosine, step, onecycle")
         if self.lr <= 0 or self.noise < 0:
             raise ConfigError(f"lr={self.lr!r} must be > 0 and noise={self.noise!r} >= 0")
+        if self.topk_lr is not None and not self.topk_lr > 0:
+            raise ConfigError(f"topk_lr={self.topk_lr!r} must be > 0, or None to derive it from lr and topk_ratio")
         if self.target_loss is not None and not self.target_loss > 0:
             raise ConfigError(f"target_loss={self.target_loss!r} must be > 0, or None to choose it from the reference")
         if self.target_epoch is not None and not 1 <= self.target_epoch <= self.epochs:
@@ -142,6 +148,15 @@ class StrategyBenchConfig:
     def quick(cls, **overrides: Any) -> "StrategyBenchConfig":
         """A small version (10,000 rows, MLP 128-128, 3 epochs) of every row, in a minute or two."""
         return cls(**{"rows": 10_000, "hidden": (128, 128), "epochs": 3, **overrides})
+
+    @property
+    def resolved_topk_lr(self) -> float:
+        """The ddp topk row's learning rate: topk_lr, or derived from lr (see topk_lr)."""
+        from paratrain.strategies.compression import topk_adam_lr_factor
+
+        if self.topk_lr is not None:
+            return self.topk_lr
+        return self.lr * topk_adam_lr_factor(self.topk_ratio) if self.optimizer == "adam" else self.lr
 
     @property
     def resolved_target_epoch(self) -> int:
@@ -162,7 +177,8 @@ class Contender:
     kind: str = "strategy"
     """"strategy": a way to train, a candidate for best row; "ceiling": workers that never communicate,
     whose samples/s bounds every data-parallel row's (its losses are those of unrelated models);
-    "probe": a one-process diagnostic (stale gradients), reported but never a candidate."""
+    "probe": a one-process diagnostic (stale gradients), reported but never a candidate;
+    "lr-check": dense ddp at the topk row's learning rate, to show whether that rate alone explains topk's loss."""
 
     @property
     def global_batch(self) -> int:
@@ -178,6 +194,8 @@ def build_contenders(config: StrategyBenchConfig) -> list[Contender]:
         return Contender(key, label, w, per_worker, b, {"strategy": strategy, "workers": w, **extra})
 
     staleness = "" if config.max_staleness is None else f" (max staleness {config.max_staleness})"
+    topk_lr = config.resolved_topk_lr
+    own_lr = f", lr {topk_lr:g}" if topk_lr != config.lr else ""
     every = {
         "single-1t": Contender("single-1t", "single, 1 thread", 1, 1, b, {"strategy": "single"}),
         "single": Contender("single", f"single, {cores} threads", 1, cores, b, {"strategy": "single"}),
@@ -187,8 +205,11 @@ def build_contenders(config: StrategyBenchConfig) -> list[Contender]:
         "ddp-fp16": parallel("ddp-fp16", "ddp fp16", "ddp", compress="fp16"),
         "ddp-bf16": parallel("ddp-bf16", "ddp bf16", "ddp", compress="bf16"),
         "ddp-int8": parallel("ddp-int8", "ddp int8", "ddp", compress="int8"),
-        "ddp-topk": parallel("ddp-topk", f"ddp topk:{config.topk_ratio:g}", "ddp",
-                             compress=f"topk:{config.topk_ratio:g}"),
+        "ddp-topk": parallel("ddp-topk", f"ddp topk:{config.topk_ratio:g}{own_lr}", "ddp",
+                             compress=f"topk:{config.topk_ratio:g}", lr=topk_lr),
+        # The same dense ddp at topk's learning rate: does the rate alone make topk's final loss?
+        "ddp-at-topk-lr": Contender("ddp-at-topk-lr", f"ddp, lr {topk_lr:g} (topk's; check)", w, per_worker, b,
+                                    {"strategy": "ddp", "workers": w, "lr": topk_lr}, kind="lr-check"),
         "ddp-powersgd": parallel("ddp-powersgd", f"ddp powersgd:{config.powersgd_rank}", "ddp",
                                  compress=f"powersgd:{config.powersgd_rank}", powersgd_warmup=config.powersgd_warmup),
         "localsgd": parallel("localsgd", f"localsgd:{config.localsgd_period}", f"localsgd:{config.localsgd_period}"),
@@ -517,6 +538,12 @@ def _diagnostics(result: StrategyBenchResult) -> list[tuple[str, str]]:
             out.append((c.label, f"epochs to target per repetition {_epochs(mine)} vs {_epochs(theirs)} for "
                         f"'{reference.contender.label}' (same threads, batch and data order, no delay); final "
                         f"val_loss {_percent(run.final_val_loss / reference.final_val_loss)} vs that row"))
+        if c.kind == "lr-check" and "ddp" in runs:
+            topk = runs.get("ddp-topk")
+            also = (f"; {topk.contender.label}: {topk.final_val_loss:.4f} ({_percent(result.loss_vs_dense('ddp-topk'))})"
+                    if topk is not None else "")
+            out.append((c.label, f"dense ddp at the topk row's learning rate: final val_loss {run.final_val_loss:.4f} "
+                        f"({_percent(result.loss_vs_dense(c.key))} vs ddp at lr {result.config.lr:g}){also}"))
     return out
 
 
@@ -564,7 +591,9 @@ def _config_line(result: StrategyBenchResult) -> str:
     return (f"Friedman #1 (noise {config.noise:g}), {config.rows:,} rows ({config.val_fraction:.0%} validation), MLP "
             f"{'-'.join(map(str, config.hidden))} ({parameter_count(config):,} parameters), "
             f"{'Adam' if config.optimizer == 'adam' else 'SGD (momentum 0.9)'} lr {config.lr:g} "
-            f"(schedule {config.schedule}), "
+            + (f"(ddp topk and its check row: lr {config.resolved_topk_lr:g}) "
+               if config.resolved_topk_lr != config.lr and {"ddp-topk", "ddp-at-topk-lr"} & set(result.runs) else "")
+            + f"(schedule {config.schedule}), "
             f"{config.epochs} epochs, seed {config.seed}, {config.workers} workers per parallel row, "
             f"{config.reps} interleaved rep(s) (repetition r uses seed {config.seed}+r: its own initial weights, "
             f"validation split and data order), medians. samples/s: epochs after the first. Target val_loss "
