@@ -254,6 +254,38 @@ def test_topk_without_error_feedback_is_much_worse(table, tmp_path):
 
 
 @pytest.mark.timeout(180)
+def test_topk_with_adam_needs_its_learning_rate_scaled_by_one_over_sqrt_ratio(tmp_path):
+    """With Adam, topk:0.01 at the dense rate trains far worse than at rate / sqrt(0.01), where it comes
+    close to dense ddp at that same rate (topk_adam_lr_factor says why).
+
+    Friedman #1 (6,000 rows), MLP 256-256 (68k parameters), 2 ranks x batch 32, 8 epochs, cosine,
+    observed over seeds 0/1/2: topk at lr 1e-3 0.069/0.076/0.089; at 1e-2 0.051/0.049/0.050;
+    dense ddp at 1e-2 0.050/0.048/0.048. The bounds (scaled at most 0.85x unscaled, at most 1.1x
+    dense at its rate) leave room for rounding while a factor that did nothing, or hurt, fails.
+    """
+    from paratrain.demo import friedman1_frame
+    from paratrain.strategies.compression import topk_adam_lr_factor
+
+    frame = friedman1_frame(6000, seed=0, noise=1.0)
+    lr = 1e-3
+    scaled = lr * topk_adam_lr_factor(0.01)
+    assert scaled == pytest.approx(1e-2)
+
+    def val_loss(name: str, **fields) -> float:
+        config = FitConfig.from_dict({
+            "target": "y", "hidden": [256, 256], "epochs": 8, "seed": 0, "optimizer": "adam", "lr": lr,
+            "schedule": "cosine", "strategy": "ddp", "workers": 2, "batch_size": 32, "verbosity": 0,
+            "out": str(tmp_path / name), **fields})
+        return fit(config, data=frame).summary["val_loss"]
+
+    unscaled_topk = val_loss("topk", compress="topk:0.01")
+    scaled_topk = val_loss("topk-scaled", compress="topk:0.01", lr=scaled)
+    scaled_dense = val_loss("dense-scaled", lr=scaled)
+    assert scaled_topk < 0.85 * unscaled_topk, (scaled_topk, unscaled_topk)
+    assert scaled_topk < 1.1 * scaled_dense, (scaled_topk, scaled_dense)
+
+
+@pytest.mark.timeout(180)
 def test_topk_resume_keeps_residuals_and_finishes(table, tmp_path, single_val_loss):
     """A stopped topk run checkpoints its residuals; resumed, it finishes as well as an uninterrupted run
     (the final val_loss is held to the same 30% of `single` as the uninterrupted topk:0.1 run above)."""
