@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -33,9 +34,34 @@ def save_torch_atomic(obj: Any, path: str | os.PathLike) -> None:
     _atomic_write(Path(path), lambda handle: torch.save(obj, handle))
 
 
+def json_safe(obj: Any) -> Any:
+    """``obj`` with every NaN or infinite float replaced by None, recursively.
+
+    JSON has no NaN or Infinity: Python writes them as bare tokens that strict parsers
+    (JavaScript, jq, most other languages) refuse. None becomes ``null``.
+
+    Example:
+        >>> json_safe({"r2": float("nan"), "losses": [1.0, float("inf")]})
+        {'r2': None, 'losses': [1.0, None]}
+    """
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {key: json_safe(value) for key, value in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(value) for value in obj]
+    return obj
+
+
+def dumps_strict(obj: Any, **kwargs: Any) -> str:
+    """``json.dumps`` of :func:`json_safe` ``(obj)`` that refuses any non-finite float left over."""
+    return json.dumps(json_safe(obj), allow_nan=False, **kwargs)
+
+
 def save_json_atomic(obj: Any, path: str | os.PathLike) -> None:
-    """JSON through a temp file and a rename."""
-    _atomic_write(Path(path), lambda handle: handle.write((json.dumps(obj, indent=2) + "\n").encode()))
+    """Strict JSON (non-finite floats as null) through a temp file and a rename."""
+    text = dumps_strict(obj, indent=2) + "\n"
+    _atomic_write(Path(path), lambda handle: handle.write(text.encode()))
 
 
 def save_bytes_atomic(data: bytes, path: str | os.PathLike) -> None:
