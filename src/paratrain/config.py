@@ -35,24 +35,25 @@ def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
         raise ConfigError(f"{name}={value!r} is not one of: {', '.join(choices)}")
 
 
-def _check_number(name: str, value: Any) -> None:
-    """A real, finite number: NaN passes every comparison test, and infinity trains a NaN model."""
+def _check_number(name: str, value: Any, rule: str = "") -> None:
+    """A real, finite number: NaN fails no `<` test, and infinity trains a NaN model, so both are refused here."""
+    rule = f" {rule}" if rule else ""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigError(f"{name}={value!r} must be a number")
+        raise ConfigError(f"{name}={value!r} must be a number{rule}")
     if not math.isfinite(value):
-        raise ConfigError(f"{name}={value!r} must be a finite number")
+        raise ConfigError(f"{name}={value!r} must be a finite number{rule}")
 
 
 def _check_positive(name: str, value: Any, *, allow_zero: bool = False) -> None:
-    _check_number(name, value)
+    rule = ">= 0" if allow_zero else "> 0"
+    _check_number(name, value, rule)
     if value < 0 or (value == 0 and not allow_zero):
-        rule = ">= 0" if allow_zero else "> 0"
         raise ConfigError(f"{name}={value!r} must be {rule}")
 
 
 def _check_fraction(name: str, value: Any) -> None:
     """A number in [0, 1)."""
-    _check_number(name, value)
+    _check_number(name, value, "in [0, 1)")
     if not 0 <= value < 1:
         raise ConfigError(f"{name}={value!r} must be in [0, 1)")
 

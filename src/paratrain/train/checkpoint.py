@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import json
-import math
 import os
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from paratrain.train.jsonsafe import dumps_strict, json_safe  # noqa: F401 - re-exported: one place to import from
 
 
 def _atomic_write(path: Path, write) -> None:
@@ -32,30 +32,6 @@ def _atomic_write(path: Path, write) -> None:
 def save_torch_atomic(obj: Any, path: str | os.PathLike) -> None:
     """torch.save through a temp file and a rename."""
     _atomic_write(Path(path), lambda handle: torch.save(obj, handle))
-
-
-def json_safe(obj: Any) -> Any:
-    """``obj`` with every NaN or infinite float replaced by None, recursively.
-
-    JSON has no NaN or Infinity: Python writes them as bare tokens that strict parsers
-    (JavaScript, jq, most other languages) refuse. None becomes ``null``.
-
-    Example:
-        >>> json_safe({"r2": float("nan"), "losses": [1.0, float("inf")]})
-        {'r2': None, 'losses': [1.0, None]}
-    """
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {key: json_safe(value) for key, value in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [json_safe(value) for value in obj]
-    return obj
-
-
-def dumps_strict(obj: Any, **kwargs: Any) -> str:
-    """``json.dumps`` of :func:`json_safe` ``(obj)`` that refuses any non-finite float left over."""
-    return json.dumps(json_safe(obj), allow_nan=False, **kwargs)
 
 
 def save_json_atomic(obj: Any, path: str | os.PathLike) -> None:
