@@ -110,6 +110,11 @@ def test_the_first_non_finite_step_is_found_from_the_micro_batch_losses():
 def test_parameters_finite_sees_nan_and_infinity():
     model = torch.nn.Linear(3, 1)
     assert parameters_finite(model)
-    with torch.no_grad():
-        model.bias.fill_(float("inf"))
-    assert not parameters_finite(model)
+    for bad in (float("inf"), float("-inf"), float("nan")):
+        broken = torch.nn.Linear(3, 1)
+        with torch.no_grad():
+            broken.weight[0, 1] = bad
+        assert not parameters_finite(broken), bad
+    with_empty = torch.nn.Linear(3, 1)
+    with_empty.register_buffer("empty", torch.zeros(0))
+    assert parameters_finite(with_empty)  # an empty tensor has no largest value, and is finite
