@@ -266,9 +266,11 @@ def _run_epoch(ctx: StepContext, data: PreparedData, config: FitConfig, state: L
         _raise_divergence(config, state, worker, strategy, float(totals[0]), bad_step)
     validation = _validate(ctx, data, config, strategy)
     if not math.isfinite(validation.get("val_loss", 0.0)):
-        raise DivergenceError(divergence_message(
-            config, state.epoch + 1, f"the validation loss is {validation['val_loss']} while the training "
-            "loss is finite", formula_hint=True))
+        # Asynchronous strategies (hogwild, async) may change the model after the check above.
+        what = ("the model's parameters became NaN or infinite"
+                if not parameters_finite(strategy.unwrap_model(ctx.model))
+                else f"the validation loss became {validation['val_loss']} while the training loss is finite")
+        raise DivergenceError(divergence_message(config, state.epoch + 1, what))
     seconds = time.perf_counter() - started
     global_rows = int(totals[1])
     state.train_seconds += train_seconds
@@ -318,15 +320,13 @@ def _raise_divergence(config: FitConfig, state: LoopState, worker: WorkerContext
     raise DivergenceError(divergence_message(config, epoch, what))
 
 
-def divergence_message(config: FitConfig, epoch: int, what: str, formula_hint: bool = False) -> str:
+def divergence_message(config: FitConfig, epoch: int, what: str) -> str:
     """One line: what went wrong and where, the likely cause, what to try."""
     tries = []
     if config.model.model == "formula":
         cause = ("a formula undefined on some rows (log or sqrt of a negative value, a division by zero, "
                  "an overflowing exp), or a learning rate too high")
         tries.append("check the formula's domain on every row of the data (and its --init values)")
-    elif formula_hint:
-        cause = "outputs that overflow on the validation rows, or a learning rate too high"
     else:
         cause = "a learning rate too high for this model and data"
     tries.append(f"a lower --lr, e.g. {config.optim.lr / 10:g} (a tenth)")
