@@ -52,6 +52,10 @@ class TrainedModel:
         Raises:
             DivergenceError: Naming the first non-finite parameter.
         """
+        from paratrain.train.loop import parameters_finite
+
+        if parameters_finite(self.model):  # one cheap pass: estimators check before every predict
+            return
         for name, tensor in self.model.state_dict().items():
             if torch.is_floating_point(tensor) and not bool(torch.isfinite(tensor).all()):
                 raise DivergenceError(

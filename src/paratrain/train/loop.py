@@ -7,6 +7,7 @@ strategy's hooks. Rank 0 alone writes files and prints.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import logging
 import math
@@ -105,7 +106,7 @@ def train_step(ctx: StepContext, x: torch.Tensor, y: torch.Tensor, micro_batch: 
 def train_epoch(
     ctx: StepContext, data: PreparedData, config: FitConfig, state: LoopState, generator: torch.Generator | None,
     after_step: Callable[[int], None] | None = None,
-) -> tuple[float, int]:
+) -> tuple[float, int, int]:
     """One pass over this rank's shard; returns (summed loss, rows, first non-finite step).
 
     The first non-finite step is 1-based within the epoch, 0 when the summed loss is finite:
@@ -138,8 +139,6 @@ def train_epoch(
 
 def _first_non_finite_step(micro_losses: torch.Tensor, step_ends: list[int]) -> int:
     """The 1-based step of the epoch whose loss first was not finite (0: none was)."""
-    import bisect
-
     bad = torch.nonzero(~torch.isfinite(micro_losses)).flatten()
     if len(bad) == 0:
         return 0  # every loss finite, only their sum overflowed
