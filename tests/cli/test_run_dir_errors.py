@@ -90,3 +90,18 @@ def test_predict_out_a_directory_under_a_file_and_a_missing_folder(tmp_path, reg
     missing = tmp_path / "new" / "folder" / "p.csv"
     assert main([*predict, str(missing)]) == 0  # a missing folder is made
     assert len(missing.read_text().splitlines()) == 513
+
+
+@pytest.mark.timeout(120)
+def test_resume_from_another_folder_with_the_data_moved(tmp_path, regression_csv, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["fit", "--data", "data.csv", "--target", "y", "--hidden", "8", "--epochs", "2", "--stop-after", "1",
+                 "--quiet", "--out", "run"]) == 0
+    (tmp_path / "moved").mkdir()
+    regression_csv.rename(tmp_path / "moved" / "data.csv")
+    monkeypatch.chdir(tmp_path / "moved")
+    capsys.readouterr()
+    assert main(["fit", "--resume", "../run", "--quiet"]) == 1
+    assert "give its place with --data FILE" in _one_error_line(capsys)
+    assert main(["fit", "--resume", "../run", "--data", "data.csv", "--quiet"]) == 0
+    assert json.loads(capsys.readouterr().out)["epochs"] == 2
