@@ -105,3 +105,15 @@ def test_resume_from_another_folder_with_the_data_moved(tmp_path, regression_csv
     assert "give its place with --data FILE" in _one_error_line(capsys)
     assert main(["fit", "--resume", "../run", "--data", "data.csv", "--quiet"]) == 0
     assert json.loads(capsys.readouterr().out)["epochs"] == 2
+
+
+@pytest.mark.timeout(120)
+def test_a_run_directory_that_refuses_a_write_mid_run_is_one_line(tmp_path, regression_csv, capsys):
+    run = tmp_path / "run"
+    assert _fit(regression_csv, "--epochs", "2", "--stop-after", "1", "--out", str(run)) == 0
+    (run / "metrics.jsonl").unlink()
+    (run / "metrics.jsonl").mkdir()  # stands for a file the system will not let us write
+    capsys.readouterr()
+    assert main(["fit", "--resume", str(run), "--quiet"]) == 1
+    line = _one_error_line(capsys)
+    assert f"cannot write the run directory '{run}'" in line and "Is a directory" in line

@@ -116,9 +116,12 @@ def _dispatch(config: FitConfig, source: Any, run_dir: Path, resume: bool, callb
     started_at = _start_time(started_at)
     try:
         summary = _run_workers(config, source, run_dir, resume, callbacks)
-    except BaseException:
+    except BaseException as exc:
         if not resume and _is_main():
             rundir.remove_if_unstarted(run_dir, created)
+        if isinstance(exc, OSError) and exc.filename and Path(run_dir).resolve() in Path(exc.filename).resolve().parents:
+            # A run directory that stopped taking writes (full, read-only) is the user's to fix.
+            raise rundir.output_error("run directory", run_dir, exc) from exc
         raise
     if summary.get("status") == "finished":
         summary.setdefault("run_dir", str(run_dir))
@@ -214,11 +217,11 @@ def _new_run_dir(config: FitConfig) -> tuple[Path, Path | None]:
         run_dir = rundir.default_run_dir(config.parallel.strategy)
     created = None
     if _is_main():
-        rundir.check_new_run_dir(run_dir)
-        created = rundir.make_run_dir(run_dir)
         try:
+            rundir.check_new_run_dir(run_dir)
+            created = rundir.make_run_dir(run_dir)
             rundir.write_config(run_dir, config)
-        except OSError as exc:
+        except OSError as exc:  # unreadable, read-only, full: one line naming the place
             rundir.remove_if_unstarted(run_dir, created)
             raise rundir.output_error("run directory", run_dir, exc) from None
     return run_dir, created
