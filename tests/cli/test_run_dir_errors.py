@@ -48,7 +48,7 @@ def test_device_cuda_without_a_gpu_fails_before_the_run_directory(tmp_path, regr
 
 @pytest.mark.timeout(60)
 def test_too_many_workers_for_the_memory_are_refused_before_the_run_directory(tmp_path, regression_csv, capsys):
-    from paratrain.train.fit import WORKER_BYTES, available_memory_bytes
+    from paratrain.launch.resources import WORKER_BYTES, available_memory_bytes
 
     if (available_memory_bytes() or 0) > 400 * WORKER_BYTES:
         pytest.skip("this machine has the memory for 400 workers")

@@ -15,7 +15,7 @@ import pytest
 from paratrain.config import FitConfig
 from paratrain.errors import ConfigError
 from paratrain.train import rundir
-from paratrain.train.fit import check_worker_resources, fit, process_start_time, resume
+from paratrain.train.fit import fit, process_start_time, resume
 
 
 def _config(data: Path, out: Path, **fields) -> FitConfig:
@@ -144,18 +144,3 @@ def test_process_start_time_is_before_now():
     started = process_start_time()
     assert started is not None and started <= time.time()
     assert time.time() - started < 24 * 3600
-
-
-def test_workers_beyond_the_cores_warn_and_beyond_memory_are_refused():
-    gib = 2**30
-    assert check_worker_resources(2, cores=2, available_bytes=64 * gib) is None
-    warning = check_worker_resources(4, cores=2, available_bytes=64 * gib)
-    assert "workers=4" in warning and "2 cores" in warning and "slower" in warning and "--workers 2" in warning
-    # The case users met: 64 workers took 16.7 GB.
-    with pytest.raises(ConfigError, match=r"workers=64 would need about 16\.\d GiB .*per worker.* but 8\.0 GiB is "
-                                          r"available; use --workers 2 or fewer"):
-        check_worker_resources(64, cores=2, available_bytes=8 * gib)
-    assert check_worker_resources(64, cores=64, available_bytes=17 * gib) is None
-    with pytest.raises(ConfigError, match="use --workers 4 or fewer"):
-        check_worker_resources(8, cores=16, available_bytes=int(1.5 * gib), data_bytes=10 * 2**20)
-    assert check_worker_resources(8, cores=16, available_bytes=None) is None  # unknown memory: no refusal
