@@ -144,3 +144,17 @@ def test_process_start_time_is_before_now():
     started = process_start_time()
     assert started is not None and started <= time.time()
     assert time.time() - started < 24 * 3600
+
+
+@pytest.mark.timeout(60)
+def test_fit_warns_when_workers_outnumber_the_cores(tmp_path, regression_csv, caplog):
+    from paratrain.launch.resources import usable_cores
+
+    workers = usable_cores() + 1
+    blocked = regression_csv / "run"  # under a file: fit stops right after its checks, starting nothing
+    with caplog.at_level("WARNING", logger="paratrain"), pytest.raises(ConfigError) as error:
+        fit(_config(regression_csv, blocked, strategy="ddp", workers=workers))
+    if "would need" in str(error.value):
+        pytest.skip("not enough memory here for one worker per core plus one")
+    assert "cannot write the run directory" in str(error.value)
+    assert f"workers={workers} exceeds the {workers - 1} cores" in caplog.text
