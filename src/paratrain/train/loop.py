@@ -398,6 +398,8 @@ def _summary(config: FitConfig, worker: WorkerContext, state: LoopState, records
             summary[key] = last[key]
     summary["best_val_loss"] = state.best_val_loss
     summary["wall_seconds"] = wall
+    # When the loop began (Unix time): the launching process counts start-up up to here (fit.py).
+    summary["train_started_at"] = time.time() - wall
     summary["train_seconds"] = state.train_seconds
     summary["samples_per_s"] = state.samples_seen / state.train_seconds if state.train_seconds > 0 else float("nan")
     summary["n_train"] = data.n_train_total
