@@ -123,8 +123,10 @@ def _parse_init(text: str) -> dict[str, float]:
 
 def cmd_fit(args: argparse.Namespace) -> int:
     from paratrain.config import FitConfig, load_yaml
-    from paratrain.train.fit import fit, resume
+    from paratrain.train.fit import fit, process_start_time, resume
 
+    # wall_seconds counts from the start of this command, imports included.
+    started_at = process_start_time()
     overrides = fit_overrides(args)
     if args.resume:
         if args.config:
@@ -132,12 +134,12 @@ def cmd_fit(args: argparse.Namespace) -> int:
 
             raise ConfigError("--resume continues a run with its stored config; do not give --config too")
         _configure_logging(overrides.get("verbosity", 1))
-        result = resume(args.resume, overrides)
+        result = resume(args.resume, overrides, started_at=started_at)
     else:
         config = FitConfig.from_dict(load_yaml(args.config)) if args.config else FitConfig()
         config = config.updated(overrides)
         _configure_logging(config.output.verbosity)
-        result = fit(config)
+        result = fit(config, started_at=started_at)
     if result.summary:  # under torchrun only rank 0 has one
         _print_summary(result.summary)
     return 0
@@ -146,13 +148,18 @@ def cmd_fit(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from paratrain.data.tables import read_table
-    from paratrain.train.checkpoint import save_text_atomic
+    from pathlib import Path
 
+    from paratrain.data.tables import read_table
+    from paratrain.errors import ConfigError
+    from paratrain.train.checkpoint import save_text_atomic
+    from paratrain.train.rundir import output_error
+
+    out_path = Path(args.out)
+    if out_path.is_dir():
+        raise ConfigError(f"--out '{args.out}' is a directory; give a file name, e.g. {out_path / 'predictions.csv'}")
     trained = _load_run(args.run)
     if args.proba and getattr(trained, "task", "regression") != "classification":
-        from paratrain.errors import ConfigError
-
         raise ConfigError(f"--proba needs a classification run, but '{args.run}' was trained for regression; "
                           "drop --proba")
     frame = read_table(args.data)
@@ -161,7 +168,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
         probabilities = trained.predict_proba(frame)
         for index, label in enumerate(trained.classes):
             out[f"proba_{label}"] = probabilities[:, index]
-    save_text_atomic(out.to_csv(index=False), args.out)
+    try:
+        # A missing folder is made; a place that cannot be written is one line, not a traceback.
+        save_text_atomic(out.to_csv(index=False), out_path)
+    except OSError as exc:
+        raise output_error("predictions", out_path, exc) from None
     print(f"wrote {len(out)} predictions to {args.out}", file=sys.stderr)
     return 0
 

@@ -503,6 +503,8 @@ def _summary(config: FitConfig, worker: WorkerContext, state: LoopState, records
             summary[key] = last[key]
     summary["best_val_loss"] = state.best_val_loss
     summary["wall_seconds"] = wall
+    # When the loop began (Unix time): the launching process counts start-up up to here (fit.py).
+    summary["train_started_at"] = time.time() - wall
     summary["train_seconds"] = state.train_seconds
     # JSON has no NaN: a run too short to time has no rate (null), not a made-up one.
     summary["samples_per_s"] = state.samples_seen / state.train_seconds if state.train_seconds > 0 else None
