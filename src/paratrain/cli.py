@@ -7,7 +7,6 @@ subcommands, so that `paratrain --help` answers at once.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from typing import Any, Callable, Sequence
@@ -160,9 +159,15 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if out_path.is_dir():
         raise ConfigError(f"--out '{args.out}' is a directory; give a file name, e.g. {out_path / 'predictions.csv'}")
     trained = _load_run(args.run)
+    if args.proba and getattr(trained, "task", "regression") != "classification":
+        raise ConfigError(f"--proba needs a classification run, but '{args.run}' was trained for regression; "
+                          "drop --proba")
     frame = read_table(args.data)
-    predictions = trained.predict(frame)
-    out = pd.DataFrame({args.column: predictions})
+    out = pd.DataFrame({args.column: trained.predict(frame)})
+    if args.proba:
+        probabilities = trained.predict_proba(frame)
+        for index, label in enumerate(trained.classes):
+            out[f"proba_{label}"] = probabilities[:, index]
     try:
         # A missing folder is made; a place that cannot be written is one line, not a traceback.
         save_text_atomic(out.to_csv(index=False), out_path)
@@ -201,7 +206,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _print_summary(summary: dict[str, Any]) -> None:
-    print(json.dumps(summary, indent=2))
+    from paratrain.train.jsonsafe import dumps_strict
+
+    print(dumps_strict(summary, indent=2))
 
 
 def _configure_logging(verbosity: int) -> None:
@@ -233,6 +240,8 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--data", required=True, metavar="FILE", help="table with the same feature columns")
     predict.add_argument("--out", required=True, metavar="CSV", help="where to write the predictions")
     predict.add_argument("--column", default="prediction", help="name of the output column (prediction)")
+    predict.add_argument("--proba", action="store_true",
+                         help="classification: also write each class's probability, in columns proba_<class>")
     predict.set_defaults(handler=cmd_predict)
 
     strategies = commands.add_parser("strategies", help="list the parallel strategies")

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from paratrain.train.jsonsafe import dumps_strict, json_safe  # noqa: F401 - re-exported: one place to import from
 
 TEMP_SUFFIX = ".tmp"
 """Temp files of the atomic writer are named ``.<name>.<random>.tmp`` beside their target."""
@@ -63,8 +64,9 @@ def save_torch_atomic(obj: Any, path: str | os.PathLike) -> None:
 
 
 def save_json_atomic(obj: Any, path: str | os.PathLike) -> None:
-    """JSON through a temp file and a rename."""
-    _atomic_write(Path(path), lambda handle: handle.write((json.dumps(obj, indent=2) + "\n").encode()))
+    """Strict JSON (non-finite floats as null) through a temp file and a rename."""
+    text = dumps_strict(obj, indent=2) + "\n"
+    _atomic_write(Path(path), lambda handle: handle.write(text.encode()))
 
 
 def save_bytes_atomic(data: bytes, path: str | os.PathLike) -> None:

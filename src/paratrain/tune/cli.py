@@ -8,8 +8,9 @@ trains exactly as ``paratrain fit`` would.
 from __future__ import annotations
 
 import argparse
-import json
 from typing import Any
+
+from paratrain.train.jsonsafe import dumps_strict
 
 TUNE_DESTS = ("space", "sampler", "pruner", "trials", "parallel", "workers_per_trial", "storage", "study_name",
               "objectives", "sampler_seed", "grid_points", "stop_at", "retrain")
@@ -100,7 +101,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
                   storage=args.storage, study_name=args.study_name, fixed=fixed, objectives=objectives,
                   seed=args.sampler_seed, sampler_options=sampler_options, stop_at=args.stop_at, retrain=args.retrain,
                   verbosity=verbosity)
-    print(json.dumps(result.summary, indent=2))
+    print(dumps_strict(result.summary, indent=2))
     return 0
 
 
@@ -109,7 +110,7 @@ def cmd_tune_worker(args: argparse.Namespace) -> int:
 
     counts = join_study(args.storage, args.study, parallel=args.parallel, out=args.out, data=args.data,
                         wait_s=args.wait, verbosity=args.verbosity)
-    print(json.dumps({"study": args.study, "trials": counts}, indent=2))
+    print(dumps_strict({"study": args.study, "trials": counts}, indent=2))
     return 0
 
 
