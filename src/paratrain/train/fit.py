@@ -20,6 +20,7 @@ from paratrain.errors import ConfigError
 from paratrain.launch.env import default_threads, under_torchrun
 from paratrain.strategies import strategy_class
 from paratrain.train import rundir
+from paratrain.train.runlock import hold_run_dir
 
 
 @dataclass
@@ -46,7 +47,8 @@ def fit(config: FitConfig, data: pd.DataFrame | None = None, callbacks: Sequence
     workers = _world_size(config)
     _check_data(config, source, workers)
     run_dir = _new_run_dir(config)
-    return _dispatch(config, source, run_dir, resume=False, callbacks=tuple(callbacks))
+    with hold_run_dir(run_dir, lock=_is_dispatcher()) as lock:
+        return _dispatch(config, source, run_dir, resume=False, callbacks=tuple(callbacks), lock=lock)
 
 
 def resume(run_dir: str | os.PathLike, overrides: dict[str, Any] | None = None) -> FitResult:
@@ -54,17 +56,25 @@ def resume(run_dir: str | os.PathLike, overrides: dict[str, Any] | None = None) 
     run_dir = Path(run_dir)
     if not (run_dir / rundir.CHECKPOINT_FILE).is_file():
         raise ConfigError(f"cannot resume '{run_dir}': it has no {rundir.CHECKPOINT_FILE} (did its first epoch finish?)")
-    config = rundir.read_config(run_dir)
-    # stop_after limits one session; a resumed session trains on unless asked again.
-    config = config.updated({"stop_after": None, **(overrides or {})})
-    summary_path = run_dir / rundir.SUMMARY_FILE
-    if summary_path.is_file() and json.loads(summary_path.read_text()).get("epochs", 0) >= config.train.epochs:
-        raise ConfigError(f"run '{run_dir}' already finished its {config.train.epochs} epochs; raise --epochs to train on")
-    rundir.write_config(run_dir, config)
-    return _dispatch(config, _absolute(config.data.path), run_dir, resume=True)
+    # Locked before anything is read or written: a run still going there must not be joined.
+    with hold_run_dir(run_dir, lock=_is_dispatcher()) as lock:
+        config = rundir.read_config(run_dir)
+        # stop_after limits one session; a resumed session trains on unless asked again.
+        config = config.updated({"stop_after": None, **(overrides or {})})
+        summary_path = run_dir / rundir.SUMMARY_FILE
+        if summary_path.is_file() and json.loads(summary_path.read_text()).get("epochs", 0) >= config.train.epochs:
+            raise ConfigError(f"run '{run_dir}' already finished its {config.train.epochs} epochs; raise --epochs to train on")
+        rundir.write_config(run_dir, config)
+        return _dispatch(config, _absolute(config.data.path), run_dir, resume=True, lock=lock)
 
 
-def _dispatch(config: FitConfig, source: Any, run_dir: Path, resume: bool, callbacks: tuple = ()) -> FitResult:
+def _is_dispatcher() -> bool:
+    """The process that holds the run directory's lock: this one, or rank 0 under torchrun."""
+    return not under_torchrun() or os.environ["RANK"] == "0"
+
+
+def _dispatch(config: FitConfig, source: Any, run_dir: Path, resume: bool, callbacks: tuple = (),
+              lock: Any = None) -> FitResult:
     # Imported here: launching pulls in torch.distributed, which the checks above do not need.
     from paratrain.launch.worker import WorkerJob, run_worker
 
@@ -79,7 +89,7 @@ def _dispatch(config: FitConfig, source: Any, run_dir: Path, resume: bool, callb
     elif needs_group and workers > 1:
         from paratrain.launch.local import launch_local
 
-        summary = launch_local(job, workers)
+        summary = launch_local(job, workers, keep_fds=(lock.fd,) if lock else ())
     elif needs_group:
         summary = _run_one_rank_group(job)
     else:
@@ -91,14 +101,10 @@ def _dispatch(config: FitConfig, source: Any, run_dir: Path, resume: bool, callb
 
 def _run_one_rank_group(job) -> dict:
     """A group of one rank in this process (e.g. ddp with workers=1), on a store we host."""
-    import datetime
-
-    import torch.distributed as dist
-
+    from paratrain.launch.env import loopback_store
     from paratrain.launch.worker import run_worker
 
-    store = dist.TCPStore("127.0.0.1", 0, 1, is_master=True, wait_for_workers=False,
-                          timeout=datetime.timedelta(seconds=job.config.parallel.timeout_s))
+    store = loopback_store(1, job.config.parallel.timeout_s)
     return run_worker(job, 0, 1, 0, store) or {}
 
 
