@@ -156,3 +156,22 @@ def test_a_second_writer_is_refused_while_the_run_is_going(tmp_path, data):
     finally:
         _kill_group(proc)
     _assert_consistent(run_dir)
+
+
+@pytest.mark.timeout(120)
+def test_a_run_stopped_before_its_first_checkpoint_says_there_is_nothing_to_resume(tmp_path, data):
+    run_dir = tmp_path / "run"
+    proc = start_fit(data, run_dir, *FLAGS)
+    try:
+        workers = _workers(proc)  # started, still importing torch: no epoch can have finished
+        scratch = Path(argument(workers[0], "--scratch"))
+        os.kill(proc.pid, signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        _kill_group(proc)
+    assert proc.returncode == 143, err
+    assert err.strip().splitlines()[-1] == (f"paratrain: interrupted by SIGTERM before the first checkpoint of {run_dir}; "
+                                           "nothing to resume: remove that directory and start again")
+    assert not any(alive(pid) for pid in workers)
+    assert not scratch.exists()
+    assert not (run_dir / "checkpoint.pt").exists()
