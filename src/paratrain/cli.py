@@ -14,7 +14,6 @@ from typing import Any, Callable, Sequence
 from paratrain.errors import ParatrainError
 
 EXIT_ERROR = 1
-EXIT_INTERRUPTED = 130
 
 
 def _fit_arguments(parser: argparse.ArgumentParser) -> None:
@@ -268,18 +267,40 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     args = build_parser().parse_args(argv)
     handler: Callable[[argparse.Namespace], int] = args.handler
+    from paratrain.train import interrupts
+
     try:
-        return handler(args)
+        # SIGTERM (kill, timeout, Slurm, Kubernetes) ends a run as Ctrl-C does: workers stopped
+        # at a clean point, temporary files removed, the resume command printed.
+        with interrupts.handled():
+            return handler(args)
     except ParatrainError as exc:
         print(f"paratrain: error: {exc}", file=sys.stderr)
         details = getattr(exc, "details", "")
         if details and getattr(args, "verbosity", None) == 2:
             print(details, file=sys.stderr)
         return EXIT_ERROR
-    except KeyboardInterrupt:
-        hint = " (continue with --resume RUN_DIR)" if args.command == "fit" else ""
-        print(f"paratrain: interrupted{hint}", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    except KeyboardInterrupt as exc:
+        print(_interrupted_message(exc), file=sys.stderr)
+        return interrupts.exit_status(exc)  # 130 for SIGINT, 143 for SIGTERM
+
+
+def _interrupted_message(exc: KeyboardInterrupt) -> str:
+    """What was stopped, and for a run, the command that continues it."""
+    import shlex
+    import signal
+    from pathlib import Path
+
+    name = signal.Signals(getattr(exc, "signum", signal.SIGINT)).name
+    run_dir = getattr(exc, "run_dir", None)  # set by fit() while it held a run directory
+    if run_dir is None:
+        return f"paratrain: interrupted by {name}"
+    if not Path(run_dir).is_dir():  # removed: it held nothing yet
+        return f"paratrain: interrupted by {name} before the first checkpoint of {run_dir}; nothing to resume"
+    if not (Path(run_dir) / "checkpoint.pt").is_file():
+        return (f"paratrain: interrupted by {name} before the first checkpoint of {run_dir}; nothing to resume: "
+                f"run the same command again with --out {shlex.quote(str(run_dir))}, which reuses the directory")
+    return f"paratrain: interrupted by {name}; continue with: paratrain fit --resume {shlex.quote(str(run_dir))}"
 
 
 if __name__ == "__main__":

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import datetime
 import os
+import signal
+import stat
 from pathlib import Path
 
 import pytest
@@ -22,10 +24,17 @@ import torch.multiprocessing as mp
 from paratrain.config import FitConfig
 from paratrain.errors import ConfigError
 from paratrain.strategies.base import WorkerContext
-from paratrain.strategies.hogwild import SHM_PREFIX, HogwildStrategy, shared_memory_dir
+from paratrain.strategies.hogwild import (
+    LAUNCH_ID_VARIABLE,
+    SHM_PREFIX,
+    HogwildStrategy,
+    remove_shared_memory,
+    shared_memory_dir,
+)
 from paratrain.train.checkpoint import load_torch
 from paratrain.train.fit import fit, resume
-from tests.conftest import assert_states_close, model_state
+from tests.conftest import assert_states_close, model_state, regression_frame
+from tests.launch.processes import alive, argument, children, start_fit, wait_for_file, wait_until
 
 LOSS_RATIO = 1.5
 MIN_R2 = 0.85
@@ -115,3 +124,80 @@ def test_hogwild_resumes(tmp_path, regression_csv):
     finished = resume(stopped.run_dir)
     assert finished.summary["status"] == "finished"
     assert finished.summary["epochs"] == 3
+
+
+def _leave_before_mapping(rank: int, port: int, out: str) -> None:
+    """Rank 1 learns the file's name and dies before mapping it: rank 0 must not leave the file."""
+    store = dist.TCPStore("127.0.0.1", port, 2, is_master=False, timeout=datetime.timedelta(seconds=30))
+    dist.init_process_group("gloo", store=store, rank=rank, world_size=2, timeout=datetime.timedelta(seconds=30))
+    if rank == 1:
+        name = [None]
+        dist.broadcast_object_list(name, src=0)
+        os._exit(0)  # as if killed: no clean-up of any kind
+    try:
+        HogwildStrategy().wrap_model(torch.nn.Linear(3, 2), WorkerContext(rank=0, world_size=2))
+    except Exception as exc:  # noqa: BLE001 - the barrier fails: its peer is gone
+        Path(out, "rank0.txt").write_text(type(exc).__name__)
+
+
+@pytest.mark.timeout(120)
+def test_the_file_is_removed_when_a_peer_dies_while_setting_up(tmp_path, monkeypatch):
+    launch_id = f"test{os.getpid()}"
+    monkeypatch.setenv(LAUNCH_ID_VARIABLE, launch_id)  # names the file: only this test's file is looked for
+    store = dist.TCPStore("127.0.0.1", 0, 2, is_master=True, wait_for_workers=False,
+                          timeout=datetime.timedelta(seconds=60))
+    mp.spawn(_leave_before_mapping, args=(store.port, str(tmp_path)), nprocs=2)
+    assert (tmp_path / "rank0.txt").exists(), "rank 0 set up without its peer"
+    assert not [name for name in _shm_files() if name.startswith(f"{SHM_PREFIX}{launch_id}-")]
+
+
+def test_the_launcher_removes_only_its_own_files():
+    directory = shared_memory_dir()
+    mine, other = (os.path.join(directory, f"{SHM_PREFIX}test{os.getpid()}{tag}-0.bin") for tag in ("a", "b"))
+    for path in (mine, other):
+        open(path, "wb").close()
+    try:
+        remove_shared_memory(f"test{os.getpid()}a")
+        assert not os.path.exists(mine) and os.path.exists(other)
+    finally:
+        for path in (mine, other):
+            if os.path.exists(path):
+                os.unlink(path)
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.skipif(not Path("/proc/self/map_files").exists(), reason="reads mappings through /proc")
+def test_the_shared_file_is_private_and_nothing_is_left_after_the_launcher_is_killed(tmp_path):
+    data = tmp_path / "data.csv"
+    regression_frame(rows=2000).to_csv(data, index=False)
+    run_dir = tmp_path / "run"
+    proc = start_fit(data, run_dir, "--strategy", "hogwild", "--workers", "2", "--epochs", "200",
+                     "--batch-size", "16", "--hidden", "16")
+    try:
+        wait_for_file(proc, run_dir / "checkpoint.pt")
+        assert wait_until(lambda: len(children(proc.pid)) == 2, timeout=30)
+        workers = children(proc.pid)
+        launch_id = Path(argument(workers[0], "--scratch")).name.removeprefix("paratrain-launch-")
+        modes = {}
+        for pid in workers:
+            for line in Path(f"/proc/{pid}/maps").read_text().splitlines():
+                if SHM_PREFIX in line:
+                    # Unlinked already, but still mapped: the mapping shows the file's mode.
+                    assert line.endswith("(deleted)"), line
+                    assert f"{SHM_PREFIX}{launch_id}-" in line
+                    try:
+                        modes[pid] = stat.S_IMODE(os.stat(f"/proc/{pid}/map_files/{line.split()[0]}").st_mode)
+                    except PermissionError:
+                        pytest.skip("reading /proc/PID/map_files needs CAP_SYS_ADMIN")
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        assert wait_until(lambda: not any(alive(pid) for pid in workers), timeout=10)
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait()
+    assert set(modes) == set(workers), "every worker maps the shared parameters"
+    assert set(modes.values()) == {0o600}, {pid: oct(mode) for pid, mode in modes.items()}
+    assert not [name for name in _shm_files() if name.startswith(f"{SHM_PREFIX}{launch_id}-")]

@@ -12,61 +12,98 @@ blocked in a collective until a timeout.
 from __future__ import annotations
 
 import contextlib
-import datetime
 import json
 import os
 import pickle
+import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Iterator
-
-import torch.distributed as dist
 
 from paratrain.errors import WorkerError
+from paratrain.launch.env import loopback_store
 from paratrain.launch.worker import WorkerJob
+from paratrain.strategies.hogwild import LAUNCH_ID_VARIABLE, remove_shared_memory
+from paratrain.train import interrupts
 
 _POLL_SECONDS = 0.05
 _GRACE_SECONDS = 5.0
 
 
-def launch_local(job: WorkerJob, workers: int) -> dict:
-    """Run ``job`` on ``workers`` local processes; return rank 0's result or raise WorkerError."""
-    timeout = datetime.timedelta(seconds=job.config.parallel.timeout_s)
-    # Port 0: the OS picks a free port for the store; workers learn it from us.
-    store = dist.TCPStore("127.0.0.1", 0, workers, is_master=True, wait_for_workers=False, timeout=timeout)
-    with tempfile.TemporaryDirectory(prefix="paratrain-launch-") as scratch_dir:
-        scratch = Path(scratch_dir)
-        job_file = scratch / "job.pkl"
-        # A private temp file written by this process: unpickling it in our own
-        # children runs no foreign code.
-        job_file.write_bytes(pickle.dumps(job))
-        procs = [_start_child(job_file, scratch, rank, workers, store.port, job.threads) for rank in range(workers)]
+def launch_local(job: WorkerJob, workers: int, keep_fds: tuple[int, ...] = ()) -> dict:
+    """Run ``job`` on ``workers`` local processes; return rank 0's result or raise WorkerError.
+
+    ``keep_fds`` are passed on to every worker (the run directory's lock: then
+    held until the last worker is gone). Ctrl-C or SIGTERM, to this process or
+    to a worker, stops every worker (each at the end of the write it is in),
+    removes the scratch folder and raises ``Interrupted``.
+    """
+    with interrupts.handled():
+        # The OS picks a free port for the store (no race for a port); workers learn it from us.
+        store = loopback_store(workers, job.config.parallel.timeout_s)
+        # mkdtemp makes the folder 0700: only this user can read the job file that the workers unpickle.
+        scratch = Path(tempfile.mkdtemp(prefix="paratrain-launch-"))
+        procs: list[subprocess.Popen] = []
         try:
+            job_file = scratch / "job.pkl"
+            _write_private(job_file, pickle.dumps(job))
+            for rank in range(workers):
+                procs.append(_start_child(job_file, scratch, rank, workers, store.port, job.threads, keep_fds))
             watch_workers(procs, scratch)
+            result_file = scratch / "result-0.json"
+            return json.loads(result_file.read_text()) if result_file.exists() else {}
         finally:
-            stop_workers(procs)
-            del store
-        result_file = scratch / "result-0.json"
-        return json.loads(result_file.read_text()) if result_file.exists() else {}
+            # Held back: a second Ctrl-C must not leave workers running or files behind.
+            with interrupts.deferred():
+                stop_workers(procs)
+                del store
+                remove_shared_memory(_launch_id(scratch))
+                shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _start_child(job_file: Path, scratch: Path, rank: int, world_size: int, port: int, threads: int) -> subprocess.Popen:
+LOOPBACK = "127.0.0.1"
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    """Write a file only this user may read (0600), whatever the umask."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+
+
+def _child_env(threads: int, launch_id: str) -> dict[str, str]:
     env = dict(os.environ)
     # Threads per worker must be fixed before the OpenMP runtime starts in the child.
     env.update({"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)})
     # Spinning OpenMP threads steal the cores other workers need (measured: 2 spinning
     # threads fell from 76k to 5k samples/s on a loaded 2-core machine); sleep instead.
     env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    # Every worker is on this machine: nothing needs to listen beyond loopback. Without these,
+    # gloo and TensorPipe listen on the address the host name resolves to, often the LAN's.
+    loopback_interface = "lo0" if sys.platform == "darwin" else "lo"
+    env.update({"GLOO_SOCKET_IFNAME": loopback_interface, "TP_SOCKET_IFNAME": loopback_interface,
+                "MASTER_ADDR": LOOPBACK})
+    env[LAUNCH_ID_VARIABLE] = launch_id
+    return env
+
+
+def _start_child(job_file: Path, scratch: Path, rank: int, world_size: int, port: int, threads: int,
+                 keep_fds: tuple[int, ...] = ()) -> subprocess.Popen:
     command = [
         sys.executable, "-m", "paratrain.launch.child",
         "--job", str(job_file), "--scratch", str(scratch),
         "--rank", str(rank), "--world-size", str(world_size), "--port", str(port),
+        "--parent-pid", str(os.getpid()),
     ]
-    return subprocess.Popen(command, env=env)
+    return subprocess.Popen(command, env=_child_env(threads, _launch_id(scratch)), pass_fds=keep_fds)
+
+
+def _launch_id(scratch: Path) -> str:
+    """The random part of the scratch folder's name: names this launch's shared-memory files."""
+    return scratch.name.removeprefix("paratrain-launch-")
 
 
 def watch_workers(procs: list[subprocess.Popen], scratch: Path, label: str = "worker") -> None:
@@ -78,10 +115,28 @@ def watch_workers(procs: list[subprocess.Popen], scratch: Path, label: str = "wo
     while True:
         failed = [rank for rank, proc in enumerate(procs) if proc.poll() not in (None, 0)]
         if failed:
+            signum = _interrupted_by(procs, failed, scratch)
+            if signum is not None:
+                # Ctrl-C or SIGTERM reached a worker (a process-group signal, a scheduler):
+                # the run was interrupted, it did not fail.
+                raise interrupts.Interrupted(signum)
             raise _failure(procs, failed, scratch, label)
         if all(proc.poll() == 0 for proc in procs):
             return
         time.sleep(_POLL_SECONDS)
+
+
+def _interrupted_by(procs: list[subprocess.Popen], failed: list[int], scratch: Path) -> int | None:
+    """The signal (SIGINT/SIGTERM) that stopped a failed worker, if one did."""
+    for rank in failed:
+        path = scratch / f"error-{rank}.json"
+        if path.exists():
+            signum = json.loads(path.read_text()).get("signal")
+            if signum is not None:
+                return int(signum)
+        elif -procs[rank].returncode in interrupts.SIGNALS:
+            return -procs[rank].returncode
+    return None
 
 
 def _failure(procs: list[subprocess.Popen], failed: list[int], scratch: Path, label: str) -> WorkerError:

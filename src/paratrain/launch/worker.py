@@ -14,6 +14,7 @@ import torch.distributed as dist
 from paratrain.config import FitConfig
 from paratrain.launch.env import destroy_process_group, init_process_group, pick_device
 from paratrain.strategies import WorkerContext, strategy_class
+from paratrain.train import interrupts
 from paratrain.train.loop import run_training
 
 
@@ -41,7 +42,8 @@ def run_worker(job: WorkerJob, rank: int, world_size: int, local_rank: int, stor
         init_process_group(ctx, job.config.parallel.timeout_s, store)
     try:
         # fork_rng: an in-process run (the estimators) must leave the caller's RNG as it was.
-        with torch.random.fork_rng(devices=[]):
+        # handled(): SIGTERM, like Ctrl-C, stops an in-process run between two writes.
+        with torch.random.fork_rng(devices=[]), interrupts.handled():
             return run_training(job.config, ctx, job.source, job.run_dir, job.resume, job.callbacks)
     finally:
         if uses_group:

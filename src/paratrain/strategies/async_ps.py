@@ -319,10 +319,14 @@ class AsyncParameterServerStrategy(ProcessGroupStrategy):
 
     def _init_rpc(self, ctx: WorkerContext) -> None:
         """Start RPC on a store hosted by rank 0, on a port the OS picked (no race for a port)."""
+        from paratrain.launch.env import loopback_store  # here: launch.env imports the strategies
+
         host = os.environ.get("MASTER_ADDR", "127.0.0.1")
         timeout = datetime.timedelta(seconds=self.timeout_s)
         if ctx.rank == SERVER_RANK:
-            store = dist.TCPStore(host, 0, ctx.world_size, is_master=True, wait_for_workers=False, timeout=timeout)
+            # On loopback, listen on loopback only (TCPStore alone would listen on every address).
+            store = (loopback_store(ctx.world_size, self.timeout_s) if host == "127.0.0.1" else
+                     dist.TCPStore(host, 0, ctx.world_size, is_master=True, wait_for_workers=False, timeout=timeout))
             address = [host, store.port]
         else:
             address = [None, None]

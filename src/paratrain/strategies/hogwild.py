@@ -7,8 +7,11 @@ and points its model's parameters into it as views. Each worker then runs its
 own optimizer on its own shard: reads and writes race, on purpose (Niu et al.,
 2011: with sparse or small updates the races cost little and no one waits).
 
-Rank 0 unlinks the file as soon as every rank has mapped it, so nothing is left
-behind in /dev/shm even if a worker crashes; the memory lives while mapped.
+The file is created 0600 (the parameters are the user's data) and rank 0
+unlinks it as soon as every rank has mapped it, or when setting up fails, so
+nothing is left behind in /dev/shm even if a worker crashes; the memory lives
+while mapped. Its name carries the local launcher's id, so that the launcher,
+which outlives the workers, removes it too if a worker is killed in between.
 At teardown every rank copies its parameters into private memory, so the model
 rank 0 saves is the final shared state.
 
@@ -33,11 +36,38 @@ from paratrain.errors import ConfigError
 from paratrain.strategies.base import ProcessGroupStrategy, WorkerContext
 
 SHM_PREFIX = "paratrain-hogwild-"
+LAUNCH_ID_VARIABLE = "PARATRAIN_LAUNCH_ID"
+"""Set by the local launcher in its workers: the id that names their shared-memory files."""
 
 
 def shared_memory_dir() -> str:
     """/dev/shm where it exists (memory, not disk), else the temp directory."""
     return "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else tempfile.gettempdir()
+
+
+def _launch_id() -> str:
+    """The local launcher's id, else this process's pid (torchrun, one process): a name-safe token."""
+    token = os.environ.get(LAUNCH_ID_VARIABLE, "") or str(os.getpid())
+    return "".join(c for c in token if c.isalnum() or c in "-_")
+
+
+def remove_shared_memory(launch_id: str) -> None:
+    """Remove the shared-memory files of the workers of launch ``launch_id`` (after they are gone)."""
+    directory = shared_memory_dir()
+    prefix = f"{SHM_PREFIX}{launch_id}-"
+    for name in os.listdir(directory):
+        if name.startswith(prefix):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(directory, name))
+
+
+def _create_private(path: str, size_bytes: int) -> None:
+    """Create the file 0600, whatever the umask: torch.from_file would make it readable by all."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.ftruncate(fd, size_bytes)
+    finally:
+        os.close(fd)
 
 
 def check_one_machine() -> None:
@@ -77,19 +107,24 @@ class HogwildStrategy(ProcessGroupStrategy):
         if len(dtypes) != 1:
             raise ConfigError(f"strategy='hogwild' needs parameters of one dtype, got {sorted(map(str, dtypes))}")
         numel = sum(p.numel() for p in self._params)
-        name = [f"{SHM_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:12]}.bin" if ctx.rank == 0 else None]
+        dtype = dtypes.pop()
+        name = [f"{SHM_PREFIX}{_launch_id()}-{uuid.uuid4().hex[:12]}.bin" if ctx.rank == 0 else None]
         dist.broadcast_object_list(name, src=0)
         self._path = os.path.join(shared_memory_dir(), name[0])
-        if ctx.rank == 0:
-            # Created here, sized to the parameters, and filled with rank 0's (or the checkpoint's) values.
-            self._shared = torch.from_file(self._path, shared=True, size=numel, dtype=dtypes.pop())
-            self._shared.copy_(torch.cat([p.detach().reshape(-1) for p in self._params]))
-        dist.barrier()  # the file exists and holds the initial parameters
-        if ctx.rank != 0:
-            self._shared = torch.from_file(self._path, shared=True, size=numel, dtype=dtypes.pop())
-        dist.barrier()  # every rank has mapped it
-        if ctx.rank == 0:
-            self._remove_file()
+        try:
+            if ctx.rank == 0:
+                # Created here, sized to the parameters, and filled with rank 0's (or the checkpoint's) values.
+                _create_private(self._path, numel * dtype.itemsize)
+                self._shared = torch.from_file(self._path, shared=True, size=numel, dtype=dtype)
+                self._shared.copy_(torch.cat([p.detach().reshape(-1) for p in self._params]))
+            dist.barrier()  # the file exists and holds the initial parameters
+            if ctx.rank != 0:
+                self._shared = torch.from_file(self._path, shared=True, size=numel, dtype=dtype)
+            dist.barrier()  # every rank has mapped it
+        finally:
+            # Also when a peer died or a signal came while setting up: the mapping alone keeps the memory.
+            if ctx.rank == 0:
+                self._remove_file()
         offset = 0
         with torch.no_grad():
             for p in self._params:

@@ -24,6 +24,7 @@ from paratrain.launch.resources import available_memory_bytes, check_worker_reso
 from paratrain.strategies import strategy_class
 from paratrain.train import rundir
 from paratrain.train.checkpoint import save_json_atomic
+from paratrain.train.runlock import hold_run_dir
 
 log = logging.getLogger("paratrain")
 
@@ -61,8 +62,9 @@ def fit(config: FitConfig, data: pd.DataFrame | None = None, callbacks: Sequence
     frame = _check_data(config, source, workers)
     _check_workers(config, int(frame.memory_usage(deep=True).sum()))
     run_dir, created = _new_run_dir(config)
-    return _dispatch(config, source, run_dir, resume=False, callbacks=tuple(callbacks),
-                     started_at=started_at, created=created)
+    with hold_run_dir(run_dir, lock=_is_dispatcher()) as lock:
+        return _dispatch(config, source, run_dir, resume=False, callbacks=tuple(callbacks),
+                         started_at=started_at, created=created, lock=lock)
 
 
 def resume(run_dir: str | os.PathLike, overrides: dict[str, Any] | None = None,
@@ -75,27 +77,31 @@ def resume(run_dir: str | os.PathLike, overrides: dict[str, Any] | None = None,
     started_at = _start_time(started_at)
     run_dir = Path(run_dir)
     _check_resumable(run_dir)
-    config = rundir.read_config(run_dir)
-    overrides = dict(overrides or {})
-    if overrides.get("path"):
-        overrides["path"] = _absolute(overrides["path"])
-    # stop_after limits one session; a resumed session trains on unless asked again.
-    config = config.updated({"stop_after": None, **overrides})
-    summary_path = run_dir / rundir.SUMMARY_FILE
-    if summary_path.is_file() and json.loads(summary_path.read_text()).get("epochs", 0) >= config.train.epochs:
-        raise ConfigError(f"run '{run_dir}' already finished its {config.train.epochs} epochs; raise --epochs to train on")
-    source = _absolute(config.data.path)
-    if source is None or not Path(source).is_file():
-        raise ConfigError(f"cannot resume '{run_dir}': its data file '{config.data.path}' does not exist; "
-                          f"give its place with --data FILE")
-    _check_device(config)
-    _check_workers(config, Path(source).stat().st_size)
-    if _is_main():
-        rundir.write_config(run_dir, config)
-        removed = rundir.remove_temp_files(run_dir)
-        if removed:
-            log.info("removed %d unfinished temp file(s) of an interrupted write: %s", len(removed), ", ".join(removed))
-    return _dispatch(config, source, run_dir, resume=True, started_at=started_at)
+    # Locked before anything is read or written: a run still going there must not be joined.
+    with hold_run_dir(run_dir, lock=_is_dispatcher()) as lock:
+        config = rundir.read_config(run_dir)
+        overrides = dict(overrides or {})
+        if overrides.get("path"):
+            overrides["path"] = _absolute(overrides["path"])
+        # stop_after limits one session; a resumed session trains on unless asked again.
+        config = config.updated({"stop_after": None, **overrides})
+        summary_path = run_dir / rundir.SUMMARY_FILE
+        if summary_path.is_file() and json.loads(summary_path.read_text()).get("epochs", 0) >= config.train.epochs:
+            raise ConfigError(f"run '{run_dir}' already finished its {config.train.epochs} epochs; "
+                              "raise --epochs to train on")
+        source = _absolute(config.data.path)
+        if source is None or not Path(source).is_file():
+            raise ConfigError(f"cannot resume '{run_dir}': its data file '{config.data.path}' does not exist; "
+                              f"give its place with --data FILE")
+        _check_device(config)
+        _check_workers(config, Path(source).stat().st_size)
+        if _is_main():
+            rundir.write_config(run_dir, config)
+            removed = rundir.remove_temp_files(run_dir)
+            if removed:
+                log.info("removed %d unfinished temp file(s) of an interrupted write: %s", len(removed),
+                         ", ".join(removed))
+        return _dispatch(config, source, run_dir, resume=True, started_at=started_at, lock=lock)
 
 
 def _check_resumable(run_dir: Path) -> None:
@@ -110,13 +116,18 @@ def _check_resumable(run_dir: Path) -> None:
     raise ConfigError(f"cannot resume '{run_dir}': it is not a paratrain run directory (no {rundir.CONFIG_FILE})")
 
 
+def _is_dispatcher() -> bool:
+    """The process that holds the run directory's lock: this one, or rank 0 under torchrun."""
+    return not under_torchrun() or os.environ["RANK"] == "0"
+
+
 def _dispatch(config: FitConfig, source: Any, run_dir: Path, resume: bool, callbacks: tuple = (),
-              started_at: float | None = None, created: Path | None = None) -> FitResult:
+              started_at: float | None = None, created: Path | None = None, lock: Any = None) -> FitResult:
     """Run the workers; complete the summary's times; after a failure before the first
     checkpoint, remove the run directory that this run ``created``."""
     started_at = _start_time(started_at)
     try:
-        summary = _run_workers(config, source, run_dir, resume, callbacks)
+        summary = _run_workers(config, source, run_dir, resume, callbacks, lock)
     except BaseException as exc:
         if not resume and _is_main():
             rundir.remove_if_unstarted(run_dir, created)
@@ -132,7 +143,8 @@ def _dispatch(config: FitConfig, source: Any, run_dir: Path, resume: bool, callb
     return FitResult(run_dir, summary)
 
 
-def _run_workers(config: FitConfig, source: Any, run_dir: Path, resume: bool, callbacks: tuple) -> dict:
+def _run_workers(config: FitConfig, source: Any, run_dir: Path, resume: bool, callbacks: tuple,
+                 lock: Any = None) -> dict:
     # Imported here: launching pulls in torch.distributed, which the checks above do not need.
     from paratrain.launch.worker import WorkerJob, run_worker
 
@@ -147,7 +159,7 @@ def _run_workers(config: FitConfig, source: Any, run_dir: Path, resume: bool, ca
     elif needs_group and workers > 1:
         from paratrain.launch.local import launch_local
 
-        summary = launch_local(job, workers)
+        summary = launch_local(job, workers, keep_fds=(lock.fd,) if lock else ())
     elif needs_group:
         summary = _run_one_rank_group(job)
     else:
@@ -157,14 +169,10 @@ def _run_workers(config: FitConfig, source: Any, run_dir: Path, resume: bool, ca
 
 def _run_one_rank_group(job) -> dict:
     """A group of one rank in this process (e.g. ddp with workers=1), on a store we host."""
-    import datetime
-
-    import torch.distributed as dist
-
+    from paratrain.launch.env import loopback_store
     from paratrain.launch.worker import run_worker
 
-    store = dist.TCPStore("127.0.0.1", 0, 1, is_master=True, wait_for_workers=False,
-                          timeout=datetime.timedelta(seconds=job.config.parallel.timeout_s))
+    store = loopback_store(1, job.config.parallel.timeout_s)
     return run_worker(job, 0, 1, 0, store) or {}
 
 

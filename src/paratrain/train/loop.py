@@ -23,7 +23,7 @@ from paratrain.data.prepare import PreparedData, prepare_data
 from paratrain.errors import DivergenceError
 from paratrain.models import ModelSpec, build_model
 from paratrain.strategies import Strategy, WorkerContext, create_strategy
-from paratrain.train import rundir
+from paratrain.train import interrupts, rundir
 from paratrain.train.checkpoint import load_torch, save_json_atomic, save_torch_atomic
 from paratrain.train.metrics import MetricsLog, evaluation_sums, metrics_from_sums
 from paratrain.train.optim import build_optimizer, build_scheduler
@@ -199,15 +199,18 @@ def run_training(config: FitConfig, worker: WorkerContext, source: Any, run_dir:
             state.epoch += 1
             sessions_epochs += 1
             stopped_early = _update_early_stopping(state, record, config)
-            if _checkpoint_due(config, state, sessions_epochs, stopped_early):
-                strategy_state = strategy.state_dict()
+            # Ctrl-C or SIGTERM waits for the end of this block: the checkpoint and its epoch's
+            # metrics line are written both or neither (interrupts.deferred).
+            with interrupts.deferred():
+                if _checkpoint_due(config, state, sessions_epochs, stopped_early):
+                    strategy_state = strategy.state_dict()
+                    if worker.is_main:
+                        _save_checkpoint(run_dir, model, optimizer, scheduler, scaler, state, strategy_state)
+                    elif strategy.replicas_differ:
+                        _save_rank_checkpoint(run_dir, worker, model, optimizer, state.epoch, strategy_state)
                 if worker.is_main:
-                    _save_checkpoint(run_dir, model, optimizer, scheduler, scaler, state, strategy_state)
-                elif strategy.replicas_differ:
-                    _save_rank_checkpoint(run_dir, worker, model, optimizer, state.epoch, strategy_state)
-            if worker.is_main:
-                metrics.append(record)
-                progress.update(record)
+                    metrics.append(record)
+                    progress.update(record)
             if callbacks:
                 stopped_by_callback = _ask_callbacks(callbacks, record, worker, strategy)
                 if stopped_by_callback:

@@ -12,6 +12,7 @@ import yaml
 from paratrain.config import FitConfig, load_yaml
 from paratrain.errors import ConfigError
 from paratrain.train.checkpoint import TEMP_SUFFIX, save_text_atomic
+from paratrain.train.runlock import LOCK_FILE
 
 log = logging.getLogger("paratrain")
 
@@ -111,7 +112,8 @@ def remove_if_unstarted(path: Path, created: Path | None) -> None:
     if created is None or not path.is_dir():
         return
     entries = list(path.iterdir())
-    if not all(entry.name == CONFIG_FILE or _is_temp_file(entry.name) for entry in entries):
+    # The run's lock file goes too: its holder is this process, which is giving the directory up.
+    if not all(entry.name in (CONFIG_FILE, LOCK_FILE) or _is_temp_file(entry.name) for entry in entries):
         return
     try:
         for entry in entries:

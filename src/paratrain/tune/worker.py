@@ -45,11 +45,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Pin before torch or OpenMP start threads: the thread pools then see only these cores.
     pin_to(tuple(int(c) for c in args.cpus.split(",") if c))
     from paratrain.errors import ParatrainError
+    from paratrain.train.interrupts import raise_interrupted
     from paratrain.tune.study import TuneError
 
     # The coordinator stops us with SIGTERM: turn it into an exception so that Optuna marks
     # the trial failed and fit's launcher stops the trial's own ddp workers on the way out.
-    signal.signal(signal.SIGTERM, _raise_interrupt)
+    signal.signal(signal.SIGTERM, raise_interrupted)
     if args.parent_pid:
         _stop_with_parent(args.parent_pid)
     try:
@@ -68,24 +69,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     return EXIT_OK
 
 
-def _raise_interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
-def _stop_with_parent(parent_pid: int, poll_seconds: float = 1.0) -> None:
+def _stop_with_parent(parent_pid: int) -> None:
     """A coordinator killed with SIGKILL cannot stop its workers; without this they would
     train on until the budget is claimed, beside the workers of a re-run search. When the
-    parent is gone (this process is re-parented), signal ourselves as the coordinator would."""
-    import os
-    import threading
-    import time
+    parent is gone, signal ourselves as the coordinator would (see launch.lifeline)."""
+    from paratrain.launch.lifeline import stop_with_parent
 
-    def watch() -> None:
-        while os.getppid() == parent_pid:
-            time.sleep(poll_seconds)
-        os.kill(os.getpid(), signal.SIGTERM)
-
-    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+    stop_with_parent(parent_pid, signal.SIGTERM, poll_seconds=1.0)
 
 
 def run(args: argparse.Namespace) -> None:
