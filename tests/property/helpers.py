@@ -7,7 +7,7 @@ import os
 
 THOROUGH = os.environ.get("PARATRAIN_HYPOTHESIS_PROFILE", "ci") == "thorough"
 
-CLI_EXAMPLES = 60 if THOROUGH else 12
+CLI_EXAMPLES = 40 if THOROUGH else 5
 """CLI properties start a Python process per example: few examples whatever the profile."""
 
 

@@ -168,3 +168,65 @@ def test_bom_does_not_rename_the_first_column(tmp_path, sep, suffix):
     path = tmp_path / f"bom{suffix}"
     path.write_bytes(codecs.BOM_UTF8 + f"x{sep}y\n1{sep}2\n".encode())
     assert list(read_table(path).columns) == ["x", "y"]
+
+
+# --- the cases these properties found, kept as plain tests --------------------------------
+
+
+def test_a_newline_in_a_column_name_keeps_errors_on_one_line(tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_text('"\n0\n0\n"\n')  # one quoted header cell holding newlines, no rows
+    with pytest.raises(DataError) as caught:
+        read_table(path)
+    assert one_line(str(caught.value)) and "\\n0\\n0\\n" in str(caught.value)
+    frame = pd.DataFrame({"a\nb": [1.0, 2.0, np.nan], "y": [1.0, 2.0, 3.0]})
+    with pytest.raises(DataError, match=r"column 'a\\nb' has a missing value") as caught:
+        TableEncoder(EncodingOptions(target="y")).fit(frame)
+    assert one_line(str(caught.value))
+
+
+def test_repeated_header_names_are_refused_not_renamed(tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_text("x,x,y\n1,2,3\n4,5,6\n")
+    with pytest.raises(DataError, match="columns x more than once"):
+        read_table(path)
+
+
+@pytest.mark.parametrize("text, suffix, hint", [("x;y\n1;2\n", ".csv", "semicolons"),
+                                                ("x\ty\n1\t2\n", ".csv", "tabs"),
+                                                ("x,y\n1,2\n", ".tsv", "commas")])
+def test_a_file_with_another_separator_is_refused_with_a_hint(tmp_path, text, suffix, hint):
+    path = tmp_path / f"t{suffix}"
+    path.write_text(text)
+    with pytest.raises(DataError, match=hint):
+        read_table(path)
+
+
+def test_a_single_column_table_still_reads(tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_text("x\n1\n2\n")
+    assert list(read_table(path).columns) == ["x"]
+
+
+def test_a_nearly_constant_column_of_huge_values_encodes_finite():
+    # Found by the encoder property: 7.16e202 with rounding-level differences gave a std of
+    # 1.0 (the constant-column fallback), so (x - mean) / 1 overflowed float32 to inf.
+    values = np.array([7.161408e202, 7.161408e202 * (1 + 1e-15), 7.161408e202, np.nan])
+    frame = pd.DataFrame({"x": values, "y": [0.0, 1.0, 2.0, 3.0]})
+    encoder = TableEncoder(EncodingOptions(target="y", impute="mean")).fit(frame)
+    features = encoder.transform_features(frame)
+    assert np.isfinite(features).all() and np.abs(features).max() <= 1.0
+
+
+def test_a_value_too_large_for_float32_is_refused_at_transform():
+    train = pd.DataFrame({"x": [0.0, 1.0, 2.0], "y": [0.0, 1.0, 2.0]})
+    encoder = TableEncoder(EncodingOptions(target="y", standardize_inputs=False)).fit(train)
+    with pytest.raises(DataError, match=r"column 'x' has value 1e\+300 at row 2, too far"):
+        encoder.transform_features(pd.DataFrame({"x": [0.0, 1e300]}))
+
+
+def test_a_huge_regression_target_is_finite_or_refused():
+    frame = pd.DataFrame({"x": [0.0, 1.0, 2.0], "y": [1e308, 1e308, -1e308]})
+    encoder = TableEncoder(EncodingOptions(target="y")).fit(frame)
+    assert np.isfinite(encoder.transform_target(frame)).all()
+    assert np.isfinite(encoder.inverse_target(encoder.transform_target(frame))).all()

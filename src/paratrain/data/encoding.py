@@ -413,7 +413,7 @@ def _scaled(values: np.ndarray, mean: float, std: float, label: str) -> np.ndarr
     if too_large.size:
         row = int(too_large[0])
         raise DataError(
-            f"{label} has value {values[row]!r} at row {row + 1}, too far from the training values "
+            f"{label} has value {float(values[row])!r} at row {row + 1}, too far from the training values "
             f"(mean {mean:.6g}, std {std:.6g}) to encode as a 32-bit float; remove or fix that value"
         )
     return scaled
