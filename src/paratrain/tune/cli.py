@@ -8,8 +8,9 @@ trains exactly as ``paratrain fit`` would.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
-from typing import Any
+from typing import Any, Iterator
 
 TUNE_DESTS = ("space", "sampler", "pruner", "trials", "parallel", "workers_per_trial", "storage", "study_name",
               "objectives", "sampler_seed", "grid_points", "stop_at", "retrain")
@@ -95,20 +96,51 @@ def cmd_tune(args: argparse.Namespace) -> int:
     _configure_logging(verbosity)
     sampler_options = {"grid_points": args.grid_points} if args.grid_points else None
     objectives = [name.strip() for name in args.objectives.split(",") if name.strip()] if args.objectives else None
-    result = tune(data=data, target=target, model=model, space=args.space, sampler=args.sampler, pruner=args.pruner,
-                  trials=args.trials, parallel=args.parallel, workers_per_trial=args.workers_per_trial, out=out,
-                  storage=args.storage, study_name=args.study_name, fixed=fixed, objectives=objectives,
-                  seed=args.sampler_seed, sampler_options=sampler_options, stop_at=args.stop_at, retrain=args.retrain,
-                  verbosity=verbosity)
+    with storage_errors(args.storage):
+        result = tune(data=data, target=target, model=model, space=args.space, sampler=args.sampler,
+                      pruner=args.pruner, trials=args.trials, parallel=args.parallel,
+                      workers_per_trial=args.workers_per_trial, out=out, storage=args.storage,
+                      study_name=args.study_name, fixed=fixed, objectives=objectives, seed=args.sampler_seed,
+                      sampler_options=sampler_options, stop_at=args.stop_at, retrain=args.retrain,
+                      verbosity=verbosity)
     print(json.dumps(result.summary, indent=2))
     return 0
+
+
+@contextlib.contextmanager
+def storage_errors(storage: str | None) -> Iterator[None]:
+    """Errors raised while a storage URL is in use, as one line without its password.
+
+    Why: SQLAlchemy, optuna and the database driver put the URL they were given into
+    some of their messages; those end in terminals and CI logs.
+    """
+    from paratrain.errors import ParatrainError
+    from paratrain.tune.study import TuneError, redact, scrub
+
+    try:
+        yield
+    except ParatrainError as exc:
+        exc.args = (scrub(str(exc), storage),)
+        raise
+    except Exception as exc:
+        if storage is None or not _from_a_storage(exc):
+            raise
+        message = scrub(" ".join(str(exc).split()), storage)[:300]
+        raise TuneError(f"storage {redact(storage)} failed: {type(exc).__name__}: {message}") from None
+
+
+def _from_a_storage(exc: BaseException) -> bool:
+    """An error of SQLAlchemy, optuna's storages or a database driver (not a bug of ours)."""
+    return any(kind.__module__.split(".")[0] in ("sqlalchemy", "optuna", "psycopg2", "psycopg", "sqlite3")
+               for kind in type(exc).__mro__)
 
 
 def cmd_tune_worker(args: argparse.Namespace) -> int:
     from paratrain.tune.runner import join_study
 
-    counts = join_study(args.storage, args.study, parallel=args.parallel, out=args.out, data=args.data,
-                        wait_s=args.wait, verbosity=args.verbosity)
+    with storage_errors(args.storage):
+        counts = join_study(args.storage, args.study, parallel=args.parallel, out=args.out, data=args.data,
+                            wait_s=args.wait, verbosity=args.verbosity)
     print(json.dumps({"study": args.study, "trials": counts}, indent=2))
     return 0
 
