@@ -230,3 +230,48 @@ def test_a_huge_regression_target_is_finite_or_refused():
     encoder = TableEncoder(EncodingOptions(target="y")).fit(frame)
     assert np.isfinite(encoder.transform_target(frame)).all()
     assert np.isfinite(encoder.inverse_target(encoder.transform_target(frame))).all()
+
+
+_DTYPES = ["f8", "f4", "f2", "i8", "u8", "u1", "?", "U3", "S3", "c16", "M8[D]", "m8[s]", "V4", "f8,i4"]
+
+
+@st.composite
+def npz_arrays(draw) -> dict[str, np.ndarray]:
+    rows = draw(st.integers(0, 5))
+    arrays = {}
+    for name in draw(st.lists(st.sampled_from(["a", "b", "X", "y", "columns", "é"]), min_size=1, max_size=3,
+                              unique=True)):
+        dtype = np.dtype(draw(st.sampled_from(_DTYPES)))
+        shape = draw(st.sampled_from([(rows,), (rows, 2), (rows + 1,), ()]))
+        raw = draw(st.binary(min_size=dtype.itemsize * int(np.prod(shape)), max_size=dtype.itemsize * int(np.prod(shape))))
+        arrays[name] = np.frombuffer(raw, dtype=dtype).reshape(shape) if dtype.itemsize else np.zeros(shape, dtype)
+    return arrays
+
+
+@given(arrays=npz_arrays())
+@example(arrays={"feat": np.array([1 + 2j, 3, 2j]), "y": np.array([0.0, 1.0, 2.0])})
+@example(arrays={"feat": np.zeros(3, dtype="V4"), "y": np.array([0.0, 1.0, 2.0])})
+@example(arrays={"a": np.array([0.0]), "b": np.array([0, 0, 0x200000], dtype=np.uint32).view("<U3")})
+def test_any_npz_reads_and_encodes_or_refuses(tmp_path, arrays):
+    path = tmp_path / "t.npz"
+    np.savez(path, **arrays)
+    table = _read_or_data_error(path)
+    if table is not None and table.shape[1] >= 2:
+        _encode_or_refuse(table, str(table.columns[-1]), "mean")
+
+
+@pytest.mark.parametrize("dtype", ["c16", "V4", "f8,i4"])
+def test_npz_arrays_that_are_not_columns_are_refused(tmp_path, dtype):
+    path = tmp_path / "t.npz"
+    np.savez(path, feat=np.zeros(3, dtype=dtype), y=np.arange(3.0))
+    with pytest.raises(DataError, match=f"array 'feat' has dtype"):
+        read_table(path)
+
+
+def test_npz_text_outside_unicode_is_refused(tmp_path):
+    # Found by the NPZ property: a code point above U+10FFFF failed later with UnicodeDecodeError.
+    path = tmp_path / "t.npz"
+    not_unicode = np.array([ord("o"), ord("k"), 0x200000, 0], dtype=np.uint32).view("<U2")  # ["ok", ?]
+    np.savez(path, a=np.arange(2.0), b=not_unicode)
+    with pytest.raises(DataError, match="not valid Unicode"):
+        read_table(path)

@@ -156,9 +156,29 @@ def _read_npz(path: Path) -> pd.DataFrame:
                 ) from None
     if not arrays:
         raise DataError(f"data file '{path}' holds no arrays")
+    for name, values in arrays.items():
+        # Complex numbers would lose their imaginary part without a word, and structured
+        # or raw-byte ('void') records have no meaning as one column of a table.
+        if values.dtype.kind not in _NPZ_KINDS:
+            raise DataError(
+                f"data file '{path}': array {quoted(name)} has dtype {values.dtype}, which is not numbers, "
+                "booleans, text or dates; save real numbers (e.g. split complex values into two columns)"
+            )
+        if values.dtype.kind == "U" and values.size:
+            # NumPy stores any 32-bit number as a character; one outside Unicode (or a lone
+            # surrogate) breaks every later step that encodes the text (categories, JSON).
+            codes = values.reshape(-1).view(np.uint32)
+            if codes.max() > 0x10FFFF or ((codes >= 0xD800) & (codes <= 0xDFFF)).any():
+                raise DataError(
+                    f"data file '{path}': array {quoted(name)} holds characters that are not valid Unicode; "
+                    "save it as proper text"
+                )
     if "X" in arrays:
         return _npz_matrix(path, arrays)
     return _npz_columns(path, arrays)
+
+
+_NPZ_KINDS = "biufUSMm"  # bool, int, unsigned, float, str, bytes, datetime, timedelta
 
 
 def _npz_matrix(path: Path, arrays: dict[str, np.ndarray]) -> pd.DataFrame:
