@@ -79,3 +79,12 @@ def names_in(tree) -> set[str]:
     if tree[0] == "number":
         return set()
     return set().union(*(names_in(child) for child in tree[1:]))
+
+
+def renamed(tree, mapping: dict[str, str]):
+    """The tree with its names replaced (e.g. x -> x0 to use a table's column)."""
+    if tree[0] == "name":
+        return ("name", mapping.get(tree[1], tree[1]))
+    if tree[0] == "number":
+        return tree
+    return (tree[0], *(renamed(child, mapping) for child in tree[1:]))

@@ -7,7 +7,7 @@ import os
 
 THOROUGH = os.environ.get("PARATRAIN_HYPOTHESIS_PROFILE", "ci") == "thorough"
 
-CLI_EXAMPLES = 40 if THOROUGH else 5
+CLI_EXAMPLES = 40 if THOROUGH else 3
 """CLI properties start a Python process per example: few examples whatever the profile."""
 
 

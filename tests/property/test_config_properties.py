@@ -6,12 +6,12 @@ import dataclasses
 import math
 
 import pytest
-from hypothesis import example, given
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from paratrain.config import _SECTIONS, FitConfig
 from paratrain.errors import ConfigError, ParatrainError
-from tests.property.helpers import one_line
+from tests.property.helpers import THOROUGH, one_line
 
 FIELDS = sorted({f.name for section in _SECTIONS.values() for f in dataclasses.fields(section)})
 
@@ -76,6 +76,7 @@ def _config_or_error(values: dict) -> None:
 @pytest.mark.parametrize("field", [
     pytest.param(name, marks=pytest.mark.xfail(reason=KNOWN_DEFECTS[name], strict=False))
     if name in KNOWN_DEFECTS else name for name in FIELDS])
+@settings(max_examples=600 if THOROUGH else 60)  # per field: 38 fields
 @given(data=st.data())
 def test_each_field_gives_a_config_or_a_config_error(field, data):
     if data.draw(st.booleans(), label="fixed value first"):
