@@ -275,3 +275,24 @@ def test_npz_text_outside_unicode_is_refused(tmp_path):
     np.savez(path, a=np.arange(2.0), b=not_unicode)
     with pytest.raises(DataError, match="not valid Unicode"):
         read_table(path)
+
+
+@given(frame=frames(), sep=st.sampled_from([",", "\t"]))
+def test_a_table_written_by_pandas_reads_back_as_written(tmp_path, frame, sep):
+    """No value or column is lost or moved on the way in (only repeated names would be refused)."""
+    frame = frame.astype(str)  # compare as text: the reader may infer types
+    path = tmp_path / ("t.csv" if sep == "," else "t.tsv")
+    frame.to_csv(path, index=False, sep=sep)
+    table = _read_or_data_error(path)
+    if table is None:
+        return
+    assert [str(c) for c in table.columns] == [str(c) for c in frame.columns]
+    assert table.shape == frame.shape
+
+
+def test_rows_with_one_value_more_than_the_header_are_refused(tmp_path):
+    # pandas would silently make the first column the row labels: x would vanish.
+    path = tmp_path / "t.csv"
+    path.write_text("a,b\n1,2,3\n4,5,6\n")
+    with pytest.raises(DataError, match="the rows have 3 values but the header names 2 columns"):
+        read_table(path)

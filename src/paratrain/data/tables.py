@@ -88,6 +88,13 @@ def read_table(path: str | os.PathLike) -> pd.DataFrame:
         raise DataError(f"data file '{path}' has no rows (columns: {preview_names(table.columns)})")
     if kind in ("csv", "tsv"):
         _check_header(path, table, "\t" if kind == "tsv" else ",")
+        if not table.index.equals(pd.RangeIndex(len(table))):
+            # pandas turns the first column into the row labels when every row has one
+            # value more than the header names: that column would vanish without a word.
+            raise DataError(
+                f"data file '{path}': the rows have {table.shape[1] + table.index.nlevels} values but the header "
+                f"names {table.shape[1]} columns; add the missing column name to the header"
+            )
     return table
 
 
