@@ -219,3 +219,32 @@ def test_fit_refuses_a_formula_that_is_nan_on_the_data(tables, tmp_path, capsys)
     code = main(["fit", "--data", str(tables / "plain.csv"), "--target", "y", "--epochs", "1", "--quiet",
                  "--out", str(tmp_path / "run"), "--model", "formula", "--formula", "log(a - 100)*x0"])
     assert code == 1, "a NaN model was saved"
+
+
+@pytest.fixture(scope="module")
+def trained_run(tables, tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp("trained") / "run"
+    assert main(["fit", "--data", str(tables / "plain.csv"), "--target", "y", "--epochs", "1", "--quiet",
+                 "--out", str(run)]) == 0
+    return run
+
+
+@settings(max_examples=150 if THOROUGH else 30, suppress_health_check=list(HealthCheck))
+@given(rows=st.lists(st.tuples(*[st.sampled_from(["0.5", "-1", "1e300", "1e39", "", "nan", "abc", "1e-310",
+                                                   "inf", "0"])] * 4), min_size=0, max_size=4),
+       header=st.sampled_from(["x0,x1,x2,x3", "x0,x1,x2", "x0,x1,x2,x3,y", "x3,x2,x1,x0", "x0,x0,x2,x3"]))
+@example(rows=[("1e39", "0", "0", "0")], header="x0,x1,x2,x3")
+def test_predict_on_odd_tables(trained_run, tmp_path, capsys, rows, header):
+    data = tmp_path / f"new{next(_counter)}.csv"
+    width = len(header.split(","))
+    data.write_text(header + "\n" + "".join(",".join((row * 2)[:width]) + "\n" for row in rows))
+    out = tmp_path / "predictions.csv"
+    out.unlink(missing_ok=True)
+    code = main(["predict", "--run", str(trained_run), "--data", str(data), "--out", str(out)])
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and code in (0, 1), (code, err)
+    if code == 0:
+        predictions = pd.read_csv(out)["prediction"].to_numpy(dtype=float)
+        assert np.isfinite(predictions).all(), predictions
+    else:
+        assert len([l for l in err.splitlines() if l.startswith("paratrain: error:")]) == 1, err
