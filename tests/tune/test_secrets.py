@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+
 import pytest
 
 from paratrain.tune.api import TuneResult
-from paratrain.tune.study import redact, scrub
-from tests.tune.conftest import run_tune_cli
+from paratrain.tune.study import open_storage, redact, scrub
+from tests.tune.conftest import REPO, run_tune_cli, tune_cli_command
 
 SECRET = "Pa55-w0rd-xyzzy"
 
@@ -80,3 +83,35 @@ def test_a_finished_search_keeps_the_password_out_of_its_files(tmp_path, tiny_cs
     assert any(p.name == "study.json" for p in written) and any(p.name == "config.yaml" for p in written)
     for path in [*written, tmp_path / "study.db"]:
         assert SECRET.encode() not in path.read_bytes(), path
+
+
+@pytest.mark.timeout(300)
+def test_a_search_on_a_real_postgres_shows_no_password(postgres_url, tmp_path, tiny_csv):
+    # The test server trusts local connections, so it accepts any password: the URL carries
+    # one as a production URL would, and the whole search must keep it to itself.
+    scheme, _, rest = postgres_url.partition("://")
+    user, _, host = rest.rpartition("@")
+    url = f"{scheme}://{user}:{SECRET}@{host}"
+    out = tmp_path / "study"
+    done = run_tune_cli("tune", "--data", str(tiny_csv), "--target", "y", "--trials", "2", "--epochs", "1",
+                        "--hidden", "8", "--storage", url, "--study-name", "secret-check", "--out", str(out))
+    _assert_hidden(done, code=0)
+    assert f"{user}:***@" in done.stdout and f"{user}:***@" in done.stderr
+    for path in (p for p in out.rglob("*") if p.is_file()):
+        assert SECRET.encode() not in path.read_bytes(), path
+    import optuna
+
+    study = optuna.load_study(study_name="secret-check", storage=open_storage(postgres_url))
+    stored = repr(study.user_attrs) + "".join(repr(t.user_attrs) + repr(t.params) for t in study.get_trials())
+    assert SECRET not in stored
+
+
+@pytest.mark.timeout(120)
+def test_the_storage_can_come_from_the_environment(tmp_path, tiny_csv):
+    env = dict(os.environ, PARATRAIN_TUNE_STORAGE=f"postgresql://tune:{SECRET}@127.0.0.1:1/tune")
+    for command in (["tune", "--data", str(tiny_csv), "--target", "y", "--trials", "1", "--out", str(tmp_path / "s")],
+                    ["tune-worker", "--study", "s", "--wait", "1", "--out", str(tmp_path / "w")]):
+        done = subprocess.run([*tune_cli_command(), *command], cwd=REPO, env=env, capture_output=True, text=True,
+                              timeout=100)
+        _assert_hidden(done)
+        assert "cannot open storage postgresql://tune:***@127.0.0.1:1/tune" in done.stderr

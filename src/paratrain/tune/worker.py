@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Sequence
 
 STORAGE_ENV = "PARATRAIN_TUNE_STORAGE"
-"""Environment variable through which the coordinator hands a worker its storage."""
+"""Environment variable through which the coordinator hands a worker its storage (as tune/cli.py reads it)."""
 
 EXIT_OK = 0
 EXIT_ERROR = 2
