@@ -20,7 +20,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from paratrain.errors import ConfigError, FormulaError
+from paratrain.errors import ConfigError, DivergenceError, FormulaError
 from paratrain.estimators import FormulaRegressor, MLPClassifier, MLPRegressor
 
 # Small and quick, yet accurate enough for check_regressors_train (R^2 > 0.5) and
@@ -311,3 +311,20 @@ def test_bad_compress_from_the_estimator_is_a_config_error():
     X, y = _small_regression(30)
     with pytest.raises(ConfigError, match=r"compress='zip' .*valid: fp16"):
         MLPRegressor(workers=2, strategy="ddp", compress="zip").fit(X, y)
+
+
+def test_predict_refuses_a_model_whose_parameters_are_not_finite():
+    X, y = _small_regression(60)
+    model = MLPRegressor(hidden_layer_sizes=(8,), epochs=2, threads=1).fit(X, y)
+    with torch.no_grad():
+        next(model.model_.model.parameters()).fill_(float("nan"))
+    with pytest.raises(DivergenceError, match="this MLPRegressor has non-finite parameters"):
+        model.predict(X)
+
+
+def test_a_constant_target_has_nan_validation_scores():
+    # metrics.jsonl writes the undefined R² as null; the estimator reads it back as NaN.
+    X, _ = _small_regression(100)
+    model = MLPRegressor(hidden_layer_sizes=(8,), epochs=2, validation_fraction=0.2, threads=1).fit(X, np.ones(100))
+    assert len(model.validation_scores_) == 2 and all(np.isnan(model.validation_scores_))
+    assert model.summary_["val_r2"] is None and "constant" in model.summary_["val_r2_note"]

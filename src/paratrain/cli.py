@@ -7,7 +7,6 @@ subcommands, so that `paratrain --help` answers at once.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from typing import Any, Callable, Sequence
@@ -124,8 +123,10 @@ def _parse_init(text: str) -> dict[str, float]:
 
 def cmd_fit(args: argparse.Namespace) -> int:
     from paratrain.config import FitConfig, load_yaml
-    from paratrain.train.fit import fit, resume
+    from paratrain.train.fit import fit, process_start_time, resume
 
+    # wall_seconds counts from the start of this command, imports included.
+    started_at = process_start_time()
     overrides = fit_overrides(args)
     if args.resume:
         if args.config:
@@ -133,12 +134,12 @@ def cmd_fit(args: argparse.Namespace) -> int:
 
             raise ConfigError("--resume continues a run with its stored config; do not give --config too")
         _configure_logging(overrides.get("verbosity", 1))
-        result = resume(args.resume, overrides)
+        result = resume(args.resume, overrides, started_at=started_at)
     else:
         config = FitConfig.from_dict(load_yaml(args.config)) if args.config else FitConfig()
         config = config.updated(overrides)
         _configure_logging(config.output.verbosity)
-        result = fit(config)
+        result = fit(config, started_at=started_at)
     if result.summary:  # under torchrun only rank 0 has one
         _print_summary(result.summary)
     return 0
@@ -147,14 +148,31 @@ def cmd_fit(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from paratrain.data.tables import read_table
-    from paratrain.train.checkpoint import save_text_atomic
+    from pathlib import Path
 
+    from paratrain.data.tables import read_table
+    from paratrain.errors import ConfigError
+    from paratrain.train.checkpoint import save_text_atomic
+    from paratrain.train.rundir import output_error
+
+    out_path = Path(args.out)
+    if out_path.is_dir():
+        raise ConfigError(f"--out '{args.out}' is a directory; give a file name, e.g. {out_path / 'predictions.csv'}")
     trained = _load_run(args.run)
+    if args.proba and getattr(trained, "task", "regression") != "classification":
+        raise ConfigError(f"--proba needs a classification run, but '{args.run}' was trained for regression; "
+                          "drop --proba")
     frame = read_table(args.data)
-    predictions = trained.predict(frame)
-    out = pd.DataFrame({args.column: predictions})
-    save_text_atomic(out.to_csv(index=False), args.out)
+    out = pd.DataFrame({args.column: trained.predict(frame)})
+    if args.proba:
+        probabilities = trained.predict_proba(frame)
+        for index, label in enumerate(trained.classes):
+            out[f"proba_{label}"] = probabilities[:, index]
+    try:
+        # A missing folder is made; a place that cannot be written is one line, not a traceback.
+        save_text_atomic(out.to_csv(index=False), out_path)
+    except OSError as exc:
+        raise output_error("predictions", out_path, exc) from None
     print(f"wrote {len(out)} predictions to {args.out}", file=sys.stderr)
     return 0
 
@@ -188,7 +206,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _print_summary(summary: dict[str, Any]) -> None:
-    print(json.dumps(summary, indent=2))
+    from paratrain.train.jsonsafe import dumps_strict
+
+    print(dumps_strict(summary, indent=2))
 
 
 def _configure_logging(verbosity: int) -> None:
@@ -220,6 +240,8 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--data", required=True, metavar="FILE", help="table with the same feature columns")
     predict.add_argument("--out", required=True, metavar="CSV", help="where to write the predictions")
     predict.add_argument("--column", default="prediction", help="name of the output column (prediction)")
+    predict.add_argument("--proba", action="store_true",
+                         help="classification: also write each class's probability, in columns proba_<class>")
     predict.set_defaults(handler=cmd_predict)
 
     strategies = commands.add_parser("strategies", help="list the parallel strategies")

@@ -13,6 +13,7 @@ key finds its section.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -34,12 +35,27 @@ def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
         raise ConfigError(f"{name}={value!r} is not one of: {', '.join(choices)}")
 
 
-def _check_positive(name: str, value: Any, *, allow_zero: bool = False) -> None:
+def _check_number(name: str, value: Any, rule: str = "") -> None:
+    """A real, finite number: NaN fails no `<` test, and infinity trains a NaN model, so both are refused here."""
+    rule = f" {rule}" if rule else ""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigError(f"{name}={value!r} must be a number")
+        raise ConfigError(f"{name}={value!r} must be a number{rule}")
+    if not math.isfinite(value):
+        raise ConfigError(f"{name}={value!r} must be a finite number{rule}")
+
+
+def _check_positive(name: str, value: Any, *, allow_zero: bool = False) -> None:
+    rule = ">= 0" if allow_zero else "> 0"
+    _check_number(name, value, rule)
     if value < 0 or (value == 0 and not allow_zero):
-        rule = ">= 0" if allow_zero else "> 0"
         raise ConfigError(f"{name}={value!r} must be {rule}")
+
+
+def _check_fraction(name: str, value: Any) -> None:
+    """A number in [0, 1)."""
+    _check_number(name, value, "in [0, 1)")
+    if not 0 <= value < 1:
+        raise ConfigError(f"{name}={value!r} must be in [0, 1)")
 
 
 def _check_int(name: str, value: Any, minimum: int) -> None:
@@ -79,8 +95,7 @@ class DataConfig:
             _check_choice("impute", self.impute, ("mean", "median"))
         _check_choice("unseen_category", self.unseen_category, ("error", "zeros"))
         _check_int("max_categories", self.max_categories, 1)
-        if not isinstance(self.val_fraction, (int, float)) or not 0 <= self.val_fraction < 1:
-            raise ConfigError(f"val_fraction={self.val_fraction!r} must be in [0, 1)")
+        _check_fraction("val_fraction", self.val_fraction)
 
 
 @dataclass
@@ -114,14 +129,17 @@ class ModelConfig:
         for size in self.hidden:
             _check_int("hidden", size, 1)
         _check_choice("activation", self.activation, _ACTIVATIONS)
-        if not isinstance(self.dropout, (int, float)) or not 0 <= self.dropout < 1:
-            raise ConfigError(f"dropout={self.dropout!r} must be in [0, 1)")
+        _check_fraction("dropout", self.dropout)
         _check_choice("norm", self.norm, _NORMS)
         _check_int("degree", self.degree, 1)
         if self.model == "formula" and not (self.formula or self.family):
             raise ConfigError("model='formula' needs a formula (--formula 'b1*exp(b2*x)') or a family (--family exponential)")
         if self.formula and self.family:
             raise ConfigError(f"give formula={self.formula!r} or family={self.family!r}, not both")
+        if not isinstance(self.init, Mapping):
+            raise ConfigError(f"init={self.init!r} must map parameter names to numbers, e.g. {{'b1': 0.5}}")
+        for name, value in self.init.items():
+            _check_number(f"init[{name!r}]", value)
 
 
 @dataclass

@@ -24,3 +24,8 @@ class FormulaError(ParatrainError, ValueError):
 
 class WorkerError(ParatrainError, RuntimeError):
     """A worker process failed: names the rank and its error."""
+
+
+class DivergenceError(ParatrainError, ArithmeticError):
+    """Training produced a non-finite loss or model: names the epoch and step, the likely cause
+    and what to try. The last finite checkpoint is kept; no model is saved."""

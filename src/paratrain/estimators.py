@@ -138,7 +138,9 @@ class _ParatrainEstimator(BaseEstimator):
             shutil.rmtree(run_dir, ignore_errors=True)
         score_key = "val_accuracy" if config.data.task == "classification" else "val_r2"
         self.loss_curve_ = [record["train_loss"] for record in records]
-        self.validation_scores_ = [record[score_key] for record in records if score_key in record]
+        # metrics.jsonl writes an undefined score (R² of a constant target) as null: NaN here, as scikit-learn does.
+        self.validation_scores_ = [math.nan if record[score_key] is None else record[score_key]
+                                   for record in records if score_key in record]
         self.n_iter_ = int(result.summary["epochs"])
         self.summary_ = {key: value for key, value in result.summary.items() if key != "run_dir"}
 
@@ -147,6 +149,7 @@ class _ParatrainEstimator(BaseEstimator):
 
     def _predict_table(self, X) -> pd.DataFrame:
         check_is_fitted(self)
+        self.model_.check_finite(f"this {type(self).__name__}")  # fit refuses to diverge; a changed model_ may not
         X = validate_data(self, X, reset=False, dtype=_FEATURE_DTYPES)
         return pd.DataFrame(X, columns=self.model_.encoder.input_columns)
 

@@ -12,7 +12,7 @@ import pandas as pd
 import torch
 
 from paratrain.data.encoding import TableEncoder
-from paratrain.errors import ConfigError
+from paratrain.errors import ConfigError, DivergenceError
 from paratrain.models import ModelSpec, build_model
 from paratrain.train import rundir
 from paratrain.train.checkpoint import load_torch
@@ -42,7 +42,26 @@ class TrainedModel:
         model = build_model(spec)
         model.load_state_dict(saved["state_dict"])
         model.eval()
-        return cls(model, TableEncoder.from_dict(saved["encoder"]), spec)
+        trained = cls(model, TableEncoder.from_dict(saved["encoder"]), spec)
+        trained.check_finite(f"'{path}'")
+        return trained
+
+    def check_finite(self, where: str = "the model") -> None:
+        """Refuse a model with NaN or infinite parameters: every prediction would be NaN.
+
+        Raises:
+            DivergenceError: Naming the first non-finite parameter.
+        """
+        from paratrain.train.loop import parameters_finite
+
+        if parameters_finite(self.model):  # one cheap pass: estimators check before every predict
+            return
+        for name, tensor in self.model.state_dict().items():
+            if torch.is_floating_point(tensor) and not bool(torch.isfinite(tensor).all()):
+                raise DivergenceError(
+                    f"{where} has non-finite parameters ({name} holds NaN or infinity): its training diverged, "
+                    "and every prediction would be NaN; train it again with a lower --lr"
+                )
 
     @property
     def task(self) -> str:
@@ -64,8 +83,19 @@ class TrainedModel:
             return self.encoder.inverse_target(out.argmax(axis=1))
         return self.encoder.inverse_target(out[:, 0])
 
+    @property
+    def classes(self) -> list:
+        """The class labels (column order of :meth:`predict_proba`); [] for regression."""
+        return list(self.encoder.classes)
+
     def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
-        """Class probabilities, columns in the order of ``encoder.classes``."""
+        """Class probabilities, shape (rows, classes), columns in the order of :attr:`classes`.
+
+        Raises:
+            ConfigError: The model is a regression model.
+        """
         if self.task != "classification":
-            raise ConfigError("predict_proba needs a classification model")
-        return torch.softmax(torch.from_numpy(self.raw_outputs(frame)), dim=1).numpy()
+            raise ConfigError("class probabilities need a classification model, but this one was trained for "
+                              f"regression of '{self.encoder.options.target}'")
+        # float64 softmax, so that each row sums to 1 to float64 precision.
+        return torch.softmax(torch.from_numpy(self.raw_outputs(frame)).double(), dim=1).numpy()

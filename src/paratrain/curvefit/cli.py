@@ -9,12 +9,12 @@ inside the handler, so ``paratrain --help`` stays instant.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 import warnings
 
 from paratrain.errors import ConfigError
+from paratrain.train.jsonsafe import dumps_strict
 
 __all__ = ["add_parser", "cmd_curvefit"]
 
@@ -98,7 +98,7 @@ def _single(args, frame) -> int:
     result = curve_fit(args.formula, frame, target=args.target, p0=args.p0, bounds=args.bounds,
                        starts=args.starts or 256, seed=args.seed, max_iter=args.max_iter, workers=args.workers)
     if args.json:
-        print(json.dumps(result.to_dict()))
+        print(dumps_strict(result.to_dict()))
     else:
         print(format_result(result))
     if args.plot:
@@ -117,7 +117,7 @@ def _groups(args, frame) -> int:
     table = fit_groups(args.formula, frame, group_by=args.group_by, target=args.target, p0=args.p0,
                        bounds=args.bounds, starts=args.starts or 1, seed=args.seed, max_iter=args.max_iter)
     if args.json:
-        text = "".join(json.dumps(_jsonable(row)) + "\n" for row in table.to_dict(orient="records"))
+        text = "".join(dumps_strict(_jsonable(row)) + "\n" for row in table.to_dict(orient="records"))
     else:
         text = table.to_csv(index=False)
     if args.out:
@@ -138,7 +138,7 @@ def _families(args, frame) -> int:
                           starts=args.starts or 32, seed=args.seed)
     if args.json:
         best = report.fits.get(report.best)
-        print(json.dumps({"ranking": [_jsonable(row) for row in report.table.to_dict(orient="records")],
+        print(dumps_strict({"ranking": [_jsonable(row) for row in report.table.to_dict(orient="records")],
                           "best": report.best, "fit": best.to_dict() if best else None}))
     else:
         print(format_ranking(report.table))

@@ -132,6 +132,8 @@ class TableEncoder:
         self.options = options
         self._columns: list[_ColumnSpec] | None = None
         self._target: _TargetSpec | None = None
+        self.hints: list[str] = []
+        """One-line warnings from :meth:`fit` for the user (not errors: training goes on)."""
 
     def _set_state(self, columns: list[_ColumnSpec], target: _TargetSpec) -> None:
         self._columns, self._target = columns, target
@@ -174,6 +176,7 @@ class TableEncoder:
             )
         target = _fit_target(df[options.target], options)
         self._set_state([_fit_column(df[name], options) for name in names], target)
+        self.hints = [hint for hint in [_integer_label_hint(df[options.target], options)] if hint]
         return self
 
     def transform_features(self, df: pd.DataFrame) -> np.ndarray:
@@ -342,6 +345,26 @@ def _fit_target(series: pd.Series, options: EncodingOptions) -> _TargetSpec:
             "classification needs at least 2; check the target or use --task regression"
         )
     return _TargetSpec(name, task, classes=classes, label_type=label_type)
+
+
+INTEGER_LABEL_MAX_CLASSES = 20
+"""A numeric target with at most this many distinct whole numbers looks like class labels."""
+
+
+def _integer_label_hint(series: pd.Series, options: EncodingOptions) -> str | None:
+    """A hint when task='auto' made a regression of what look like integer class labels."""
+    if options.task != "auto" or column_kind(series) != "numeric":
+        return None
+    values = numeric_values(series, f"target column {quoted(series.name)}")
+    if not np.all(values == np.round(values)):
+        return None
+    distinct = np.unique(values)
+    if not 2 <= len(distinct) <= INTEGER_LABEL_MAX_CLASSES:
+        return None
+    listed = preview_names([int(value) for value in distinct], limit=5)
+    return (f"target column {quoted(series.name)} holds only {len(distinct)} distinct whole numbers ({listed}) and is "
+            "trained as regression; if they are class labels, use --task classification "
+            "(--task regression silences this)")
 
 
 def _mean_std(values: np.ndarray) -> tuple[float, float]:

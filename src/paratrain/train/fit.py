@@ -6,7 +6,9 @@ The one entry point that the CLI, the estimators and search all call.
 from __future__ import annotations
 
 import json
+import logging
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -18,8 +20,12 @@ from paratrain.data.prepare import fit_encoder, load_frame
 from paratrain.data.split import shard_indices
 from paratrain.errors import ConfigError
 from paratrain.launch.env import default_threads, under_torchrun
+from paratrain.launch.resources import available_memory_bytes, check_worker_resources, usable_cores
 from paratrain.strategies import strategy_class
 from paratrain.train import rundir
+from paratrain.train.checkpoint import save_json_atomic
+
+log = logging.getLogger("paratrain")
 
 
 @dataclass
@@ -30,11 +36,14 @@ class FitResult:
     summary: dict[str, Any]
 
 
-def fit(config: FitConfig, data: pd.DataFrame | None = None, callbacks: Sequence[Any] = ()) -> FitResult:
+def fit(config: FitConfig, data: pd.DataFrame | None = None, callbacks: Sequence[Any] = (),
+        started_at: float | None = None) -> FitResult:
     """Train a model as ``config`` says; ``data`` overrides ``config.data.path``.
 
     ``callbacks`` have ``on_epoch_end(record) -> bool`` (see train.loop.EpochCallback);
     they run on rank 0 and may stop the run, e.g. to prune a search trial.
+    ``started_at`` (Unix time; default: now, or the process start under torchrun) is where
+    the summary's ``wall_seconds`` and ``startup_seconds`` count from.
 
     Example:
         >>> from paratrain.config import FitConfig
@@ -42,29 +51,88 @@ def fit(config: FitConfig, data: pd.DataFrame | None = None, callbacks: Sequence
         >>> result = fit(config)  # doctest: +SKIP
         >>> result.summary["val_r2"]  # doctest: +SKIP
     """
-    source = data if data is not None else _absolute(config.data.path)
+    started_at = _start_time(started_at)
+    if data is None and config.data.path:
+        # Stored absolute in config.yaml, so that --resume works from any folder.
+        config = config.updated({"path": _absolute(config.data.path)})
+    source = data if data is not None else config.data.path
     workers = _world_size(config)
-    _check_data(config, source, workers)
-    run_dir = _new_run_dir(config)
-    return _dispatch(config, source, run_dir, resume=False, callbacks=tuple(callbacks))
+    _check_device(config)
+    frame = _check_data(config, source, workers)
+    _check_workers(config, int(frame.memory_usage(deep=True).sum()))
+    run_dir, created = _new_run_dir(config)
+    return _dispatch(config, source, run_dir, resume=False, callbacks=tuple(callbacks),
+                     started_at=started_at, created=created)
 
 
-def resume(run_dir: str | os.PathLike, overrides: dict[str, Any] | None = None) -> FitResult:
-    """Continue a stopped run from its last checkpoint, to the epochs in its config."""
+def resume(run_dir: str | os.PathLike, overrides: dict[str, Any] | None = None,
+           started_at: float | None = None) -> FitResult:
+    """Continue a stopped run from its last checkpoint, to the epochs in its config.
+
+    ``overrides`` are config fields to change, e.g. ``{"epochs": 40}`` or ``{"path": ...}``
+    when the data file has moved.
+    """
+    started_at = _start_time(started_at)
     run_dir = Path(run_dir)
-    if not (run_dir / rundir.CHECKPOINT_FILE).is_file():
-        raise ConfigError(f"cannot resume '{run_dir}': it has no {rundir.CHECKPOINT_FILE} (did its first epoch finish?)")
+    _check_resumable(run_dir)
     config = rundir.read_config(run_dir)
+    overrides = dict(overrides or {})
+    if overrides.get("path"):
+        overrides["path"] = _absolute(overrides["path"])
     # stop_after limits one session; a resumed session trains on unless asked again.
-    config = config.updated({"stop_after": None, **(overrides or {})})
+    config = config.updated({"stop_after": None, **overrides})
     summary_path = run_dir / rundir.SUMMARY_FILE
     if summary_path.is_file() and json.loads(summary_path.read_text()).get("epochs", 0) >= config.train.epochs:
         raise ConfigError(f"run '{run_dir}' already finished its {config.train.epochs} epochs; raise --epochs to train on")
-    rundir.write_config(run_dir, config)
-    return _dispatch(config, _absolute(config.data.path), run_dir, resume=True)
+    source = _absolute(config.data.path)
+    if source is None or not Path(source).is_file():
+        raise ConfigError(f"cannot resume '{run_dir}': its data file '{config.data.path}' does not exist; "
+                          f"give its place with --data FILE")
+    _check_device(config)
+    _check_workers(config, Path(source).stat().st_size)
+    if _is_main():
+        rundir.write_config(run_dir, config)
+        removed = rundir.remove_temp_files(run_dir)
+        if removed:
+            log.info("removed %d unfinished temp file(s) of an interrupted write: %s", len(removed), ", ".join(removed))
+    return _dispatch(config, source, run_dir, resume=True, started_at=started_at)
 
 
-def _dispatch(config: FitConfig, source: Any, run_dir: Path, resume: bool, callbacks: tuple = ()) -> FitResult:
+def _check_resumable(run_dir: Path) -> None:
+    """Say what to do with a directory that cannot be resumed."""
+    if (run_dir / rundir.CHECKPOINT_FILE).is_file():
+        return
+    if (run_dir / rundir.CONFIG_FILE).is_file():
+        raise ConfigError(
+            f"cannot resume '{run_dir}': it has no {rundir.CHECKPOINT_FILE}, the run stopped before its first "
+            f"checkpoint; run the same fit command again with --out {run_dir}, which reuses the directory"
+        )
+    raise ConfigError(f"cannot resume '{run_dir}': it is not a paratrain run directory (no {rundir.CONFIG_FILE})")
+
+
+def _dispatch(config: FitConfig, source: Any, run_dir: Path, resume: bool, callbacks: tuple = (),
+              started_at: float | None = None, created: Path | None = None) -> FitResult:
+    """Run the workers; complete the summary's times; after a failure before the first
+    checkpoint, remove the run directory that this run ``created``."""
+    started_at = _start_time(started_at)
+    try:
+        summary = _run_workers(config, source, run_dir, resume, callbacks)
+    except BaseException as exc:
+        if not resume and _is_main():
+            rundir.remove_if_unstarted(run_dir, created)
+        if isinstance(exc, OSError) and exc.filename and Path(run_dir).resolve() in Path(exc.filename).resolve().parents:
+            # A run directory that stopped taking writes (full, read-only) is the user's to fix.
+            raise rundir.output_error("run directory", run_dir, exc) from exc
+        raise
+    if summary.get("status") == "finished":
+        summary.setdefault("run_dir", str(run_dir))
+        summary = _complete_times(summary, started_at, time.time())
+        if _is_main():
+            save_json_atomic(summary, run_dir / rundir.SUMMARY_FILE)
+    return FitResult(run_dir, summary)
+
+
+def _run_workers(config: FitConfig, source: Any, run_dir: Path, resume: bool, callbacks: tuple) -> dict:
     # Imported here: launching pulls in torch.distributed, which the checks above do not need.
     from paratrain.launch.worker import WorkerJob, run_worker
 
@@ -84,9 +152,7 @@ def _dispatch(config: FitConfig, source: Any, run_dir: Path, resume: bool, callb
         summary = _run_one_rank_group(job)
     else:
         summary = run_worker(job, 0, 1, 0) or {}
-    if summary.get("status") == "finished":
-        summary.setdefault("run_dir", str(run_dir))
-    return FitResult(run_dir, summary)
+    return summary
 
 
 def _run_one_rank_group(job) -> dict:
@@ -112,14 +178,37 @@ def _absolute(path: str | None) -> str | None:
     return str(Path(path).expanduser().resolve()) if path else None
 
 
-def _check_data(config: FitConfig, source: Any, workers: int) -> None:
-    """Fail on bad data here, before any directory is made or process started."""
+def _check_data(config: FitConfig, source: Any, workers: int) -> pd.DataFrame:
+    """Fail on bad data here, before any directory is made or process started; returns the table."""
     frame = load_frame(source)
     _, train_idx, _ = fit_encoder(config, frame)
     shard_indices(train_idx, 0, workers)  # DataError when there are fewer rows than workers
+    return frame
 
 
-def _new_run_dir(config: FitConfig) -> Path:
+def _check_device(config: FitConfig) -> None:
+    """A device that is not there fails here, before a run directory is made for nothing."""
+    if config.train.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError("device='cuda' but no CUDA device is available; use --device cpu")
+
+
+def _check_workers(config: FitConfig, data_bytes: int) -> None:
+    """Worker processes the local launcher would start: refuse what memory cannot hold, warn
+    when they outnumber the cores. (Under torchrun the processes exist already.)"""
+    workers = config.parallel.workers
+    if under_torchrun() or workers <= 1 or not strategy_class(config.parallel.strategy).needs_process_group:
+        return
+    warning = check_worker_resources(workers, usable_cores(), available_memory_bytes(), data_bytes)
+    if warning:
+        log.warning("%s", warning)
+
+
+def _new_run_dir(config: FitConfig) -> tuple[Path, Path | None]:
+    """The run directory, made (or a failed run's taken over) by rank 0, with its config;
+    and the topmost folder this made, which a failure before the first checkpoint removes."""
     if config.output.out:
         run_dir = Path(config.output.out)
     elif under_torchrun():
@@ -127,9 +216,65 @@ def _new_run_dir(config: FitConfig) -> Path:
         run_dir = Path("runs") / f"torchrun-{os.environ.get('TORCHELASTIC_RUN_ID', 'job')}"
     else:
         run_dir = rundir.default_run_dir(config.parallel.strategy)
-    is_main = os.environ.get("RANK", "0") == "0"
-    if is_main:
-        rundir.check_new_run_dir(run_dir)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        rundir.write_config(run_dir, config)
-    return run_dir
+    created = None
+    if _is_main():
+        try:
+            rundir.check_new_run_dir(run_dir)
+            created = rundir.make_run_dir(run_dir)
+            rundir.write_config(run_dir, config)
+        except OSError as exc:  # unreadable, read-only, full: one line naming the place
+            rundir.remove_if_unstarted(run_dir, created)
+            raise rundir.output_error("run directory", run_dir, exc) from None
+    return run_dir, created
+
+
+def _is_main() -> bool:
+    return os.environ.get("RANK", "0") == "0"
+
+
+def process_start_time(pid: int | str = "self") -> float | None:
+    """When process ``pid`` (default: this one) started, in Unix time (Linux /proc; None elsewhere).
+
+    Lets wall_seconds include the interpreter and import start-up that precede fit().
+    """
+    try:
+        # Field 22 of /proc/PID/stat is the start in clock ticks after boot; the name
+        # (field 2) may hold spaces, so count from its closing parenthesis.
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        started_after_boot = int(fields[19]) / os.sysconf("SC_CLK_TCK")
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return time.time() - (uptime - started_after_boot)
+
+
+def _start_time(given: float | None) -> float:
+    if given is not None:
+        return given
+    if not under_torchrun():
+        return time.time()
+    # A torchrun rank is a child of torchrun's agent on this machine (TORCHELASTIC_RUN_ID is
+    # set by it): count from the agent's start, which is the command's; else from the rank's own.
+    agent = process_start_time(os.getppid()) if "TORCHELASTIC_RUN_ID" in os.environ else None
+    return agent or process_start_time() or time.time()
+
+
+def _complete_times(summary: dict[str, Any], started_at: float, ended_at: float) -> dict[str, Any]:
+    """Make wall_seconds the whole command and add startup_seconds beside it.
+
+    The worker measured only its training loop; it reports when that loop began
+    (``train_started_at``, Unix time, same machine), so the time before it (process
+    launch, data preparation, model build) is startup.
+    """
+    loop_started = summary.get("train_started_at")
+    out: dict[str, Any] = {}
+    for key, value in summary.items():
+        if key == "train_started_at":
+            continue
+        if key == "wall_seconds":
+            out["wall_seconds"] = ended_at - started_at
+            if loop_started is not None:
+                out["startup_seconds"] = max(0.0, loop_started - started_at)
+            continue
+        out[key] = value
+    return out

@@ -7,6 +7,8 @@ strategy's hooks. Rank 0 alone writes files and prints.
 
 from __future__ import annotations
 
+import bisect
+import contextlib
 import logging
 import math
 import time
@@ -18,6 +20,7 @@ import torch
 
 from paratrain.config import FitConfig
 from paratrain.data.prepare import PreparedData, prepare_data
+from paratrain.errors import DivergenceError
 from paratrain.models import ModelSpec, build_model
 from paratrain.strategies import Strategy, WorkerContext, create_strategy
 from paratrain.train import rundir
@@ -103,8 +106,11 @@ def train_step(ctx: StepContext, x: torch.Tensor, y: torch.Tensor, micro_batch: 
 def train_epoch(
     ctx: StepContext, data: PreparedData, config: FitConfig, state: LoopState, generator: torch.Generator | None,
     after_step: Callable[[int], None] | None = None,
-) -> tuple[float, int]:
-    """One pass over this rank's shard; returns (summed loss, rows).
+) -> tuple[float, int, int]:
+    """One pass over this rank's shard; returns (summed loss, rows, first non-finite step).
+
+    The first non-finite step is 1-based within the epoch, 0 when the summed loss is finite:
+    the step losses are only looked at when their sum, which is read anyway, is not finite.
 
     ``after_step(n)`` runs after the epoch's n-th step (1-based), on every rank.
     """
@@ -116,14 +122,27 @@ def train_epoch(
     rows_per_step = config.train.batch_size * config.train.accumulate
     ctx.model.train()
     losses: list[torch.Tensor] = []
+    step_ends: list[int] = []  # len(losses) after each step: maps a micro-batch to its step
     for start in range(0, len(x), rows_per_step):
         train_step(ctx, x[start : start + rows_per_step], y[start : start + rows_per_step],
                    config.train.batch_size, state.step, losses)
+        step_ends.append(len(losses))
         state.step += 1
         if after_step is not None:
             after_step(start // rows_per_step + 1)
-    total = torch.stack(losses).double().sum().item() if losses else 0.0
-    return total, len(x)
+    if not losses:
+        return 0.0, len(x), 0
+    stacked = torch.stack(losses).double()
+    total = stacked.sum().item()  # the epoch's one sync
+    return total, len(x), (_first_non_finite_step(stacked, step_ends) if not math.isfinite(total) else 0)
+
+
+def _first_non_finite_step(micro_losses: torch.Tensor, step_ends: list[int]) -> int:
+    """The 1-based step of the epoch whose loss first was not finite (0: none was)."""
+    bad = torch.nonzero(~torch.isfinite(micro_losses)).flatten()
+    if len(bad) == 0:
+        return 0  # every loss finite, only their sum overflowed
+    return bisect.bisect_right(step_ends, int(bad[0])) + 1
 
 
 def steps_per_epoch(data: PreparedData, config: FitConfig) -> int:
@@ -147,6 +166,9 @@ def run_training(config: FitConfig, worker: WorkerContext, source: Any, run_dir:
     """
     torch.manual_seed(config.train.seed)
     data = prepare_data(config, source, worker.rank, worker.world_size, worker.device)
+    if worker.is_main:
+        for hint in data.encoder.hints:
+            log.warning(hint)
     spec = ModelSpec(config.model, tuple(data.feature_names), data.n_outputs)
     model = build_model(spec).to(worker.device)
     strategy = create_strategy(config.parallel.strategy, config.parallel)
@@ -196,6 +218,12 @@ def run_training(config: FitConfig, worker: WorkerContext, source: Any, run_dir:
                 break
             if config.train.stop_after is not None and sessions_epochs >= config.train.stop_after:
                 break
+    except DivergenceError as exc:
+        # Every rank raises here together: leave the strategy cleanly (a parameter server,
+        # a shared-memory file), then tell the user where the last finite state is.
+        with contextlib.suppress(Exception):
+            strategy.teardown()
+        raise DivergenceError(f"{exc}{_checkpoint_note(run_dir)}") from None
     finally:
         progress.close()
     finished = stopped_early or stopped_by_callback or state.epoch >= config.train.epochs
@@ -224,12 +252,24 @@ def _run_epoch(ctx: StepContext, data: PreparedData, config: FitConfig, state: L
                worker: WorkerContext, strategy: Strategy) -> dict[str, Any]:
     started = time.perf_counter()
     inner = _InnerValidations(ctx, data, config, state, strategy, started)
-    loss_sum, rows = train_epoch(ctx, data, config, state, epoch_generator(config, state.epoch, worker.rank),
-                                 inner.after_step if inner.points else None)
+    loss_sum, rows, bad_step = train_epoch(ctx, data, config, state,
+                                           epoch_generator(config, state.epoch, worker.rank),
+                                           inner.after_step if inner.points else None)
     # Validations inside the epoch are measurement, not training: samples/s leaves them out.
     train_seconds = time.perf_counter() - started - inner.seconds
-    totals = strategy.all_reduce_sum(torch.tensor([loss_sum, rows], dtype=torch.float64))
+    # Whether this rank's parameters are finite rides on the all-reduce the loss needs anyway,
+    # so that every rank learns that one diverged, and all stop together.
+    bad_params = 0.0 if parameters_finite(strategy.unwrap_model(ctx.model)) else 1.0
+    totals = strategy.all_reduce_sum(torch.tensor([loss_sum, rows, bad_params], dtype=torch.float64))
+    if not math.isfinite(float(totals[0])) or totals[2] > 0:
+        _raise_divergence(config, state, worker, strategy, float(totals[0]), bad_step)
     validation = _validate(ctx, data, config, strategy)
+    if not math.isfinite(validation.get("val_loss", 0.0)):
+        # Asynchronous strategies (hogwild, async) may change the model after the check above.
+        what = ("the model's parameters became NaN or infinite"
+                if not parameters_finite(strategy.unwrap_model(ctx.model))
+                else f"the validation loss became {validation['val_loss']} while the training loss is finite")
+        raise DivergenceError(divergence_message(config, state.epoch + 1, what))
     seconds = time.perf_counter() - started
     global_rows = int(totals[1])
     state.train_seconds += train_seconds
@@ -243,12 +283,56 @@ def _run_epoch(ctx: StepContext, data: PreparedData, config: FitConfig, state: L
         # No bytes sent this epoch (local steps only): the ratio is undefined, not infinite
         # (JSON has no infinity).
         record["compression_ratio"] = comm.compression_ratio if comm.bytes_per_step > 0 else None
-    record["samples_per_s"] = global_rows / train_seconds if train_seconds > 0 else float("nan")
+    record["samples_per_s"] = global_rows / train_seconds if train_seconds > 0 else None
     record["seconds"] = seconds
     record["train_seconds"] = train_seconds
     if inner.records:
         record["evals"] = inner.records
     return record
+
+
+def parameters_finite(model: torch.nn.Module) -> bool:
+    """True when no parameter or buffer holds NaN or infinity (one sync for the whole model).
+
+    The largest magnitude of each tensor is NaN or infinite exactly when one of its values is,
+    and measured ~8x faster than ``isfinite(t).all()`` (no boolean copy of every tensor).
+    """
+    tensors = [t.detach() for t in model.state_dict().values() if torch.is_floating_point(t) and t.numel()]
+    if not tensors:
+        return True
+    return bool(torch.isfinite(torch.stack([t.abs().max().float() for t in tensors])).all())
+
+
+def _raise_divergence(config: FitConfig, state: LoopState, worker: WorkerContext, strategy: Strategy,
+                      loss_sum: float, bad_step: int) -> None:
+    """Every rank arrives here together (it saw the same reduced sums) and raises the same error."""
+    epoch = state.epoch + 1
+    if not math.isfinite(loss_sum):
+        # Each rank knows only its own first bad step: gather them in one slot per rank.
+        slots = torch.zeros(worker.world_size, dtype=torch.float64)
+        slots[worker.rank] = bad_step
+        steps = [int(s) for s in strategy.all_reduce_sum(slots).tolist() if s > 0]
+        where = f", first at step {min(steps)} of the epoch" if steps else ""
+        what = f"the training loss became {loss_sum}{where}"
+    else:
+        what = "the model's parameters became NaN or infinite"
+    raise DivergenceError(divergence_message(config, epoch, what))
+
+
+def divergence_message(config: FitConfig, epoch: int, what: str) -> str:
+    """One line: what went wrong and where, the likely cause, what to try."""
+    tries = []
+    if config.model.model == "formula":
+        cause = ("a formula undefined on some rows (log or sqrt of a negative value, a division by zero, "
+                 "an overflowing exp), or a learning rate too high")
+        tries.append("check the formula's domain on every row of the data (and its --init values)")
+    else:
+        cause = "a learning rate too high for this model and data"
+    tries.append(f"a lower --lr, e.g. {config.optim.lr / 10:g} (a tenth)")
+    if config.train.precision != "fp32":
+        tries.append("--precision fp32")
+    return (f"training diverged at epoch {epoch}: {what}; likely cause: {cause}; "
+            f"what to try: {'; '.join(tries)}")
 
 
 class _InnerValidations:
@@ -290,6 +374,24 @@ def _validate(ctx: StepContext, data: PreparedData, config: FitConfig, strategy:
     return metrics_from_sums(strategy.all_reduce_sum(sums), data.task, data.target_scale)
 
 
+def _checkpoint_note(run_dir: Path) -> str:
+    """What is left on disk after a divergence: the last finite checkpoint, if any (a diverged epoch is never saved)."""
+    path = run_dir / rundir.CHECKPOINT_FILE
+    if not path.is_file():
+        return " (no model was saved)"
+    epoch = load_torch(path)["state"]["epoch"]
+    # No "--resume with a lower --lr" advice: a resumed optimizer keeps its stored rate,
+    # and the epochs just before a blow-up are rarely a good place to go on from.
+    return f" (no model was saved; {path} keeps epoch {epoch}, the last finite one)"
+
+
+def _check_finite_model(model: torch.nn.Module, what: str) -> None:
+    """The last guard before a file: a non-finite model is never written."""
+    if not parameters_finite(model):
+        raise DivergenceError(f"training diverged: the model's parameters are NaN or infinite; {what} was "
+                              "not written; try a lower --lr, e.g. a tenth")
+
+
 def _ask_callbacks(callbacks: Sequence[EpochCallback], record: dict[str, Any], worker: WorkerContext,
                    strategy: Strategy) -> bool:
     """Rank 0 asks the callbacks; the answer is shared so that all ranks stop together."""
@@ -321,6 +423,7 @@ def _update_early_stopping(state: LoopState, record: dict[str, Any], config: Fit
 
 
 def _save_checkpoint(run_dir: Path, model, optimizer, scheduler, scaler, state: LoopState, strategy_state: dict) -> None:
+    _check_finite_model(model, rundir.CHECKPOINT_FILE)
     save_torch_atomic(
         {
             "model": model.state_dict(),
@@ -375,6 +478,7 @@ def _load_checkpoint(run_dir: Path, model, optimizer, scheduler, scaler, strateg
 
 
 def _save_model(run_dir: Path, model: torch.nn.Module, spec: ModelSpec, data: PreparedData, config: FitConfig) -> None:
+    _check_finite_model(model, rundir.MODEL_FILE)
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     save_torch_atomic(
         {"format": 1, "state_dict": state, "spec": spec.to_dict(), "encoder": data.encoder.to_dict(), "task": data.task},
@@ -393,13 +497,17 @@ def _summary(config: FitConfig, worker: WorkerContext, state: LoopState, records
         "epochs": state.epoch,
         "stopped_early": stopped_early,
     }
-    for key in ("train_loss", "val_loss", "val_r2", "val_rmse", "val_accuracy", "comm_bytes_per_step", "compression_ratio"):
+    for key in ("train_loss", "val_loss", "val_r2", "val_r2_note", "val_rmse", "val_accuracy", "comm_bytes_per_step",
+                "compression_ratio"):
         if key in last:
             summary[key] = last[key]
     summary["best_val_loss"] = state.best_val_loss
     summary["wall_seconds"] = wall
+    # When the loop began (Unix time): the launching process counts start-up up to here (fit.py).
+    summary["train_started_at"] = time.time() - wall
     summary["train_seconds"] = state.train_seconds
-    summary["samples_per_s"] = state.samples_seen / state.train_seconds if state.train_seconds > 0 else float("nan")
+    # JSON has no NaN: a run too short to time has no rate (null), not a made-up one.
+    summary["samples_per_s"] = state.samples_seen / state.train_seconds if state.train_seconds > 0 else None
     summary["n_train"] = data.n_train_total
     summary["n_val"] = data.n_val_total
     summary["threads_per_worker"] = torch.get_num_threads()

@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from paratrain.train.checkpoint import save_text_atomic
+from paratrain.train.checkpoint import dumps_strict, save_text_atomic
 
 # Index of each sum in the vector that evaluation all-reduces in one call.
 LOSS_SUM, COUNT, SSE, SUM_Y, SUM_Y2, CORRECT = range(6)
@@ -42,7 +42,10 @@ def evaluation_sums(
     return sums
 
 
-def metrics_from_sums(sums: torch.Tensor, task: str, target_scale: float) -> dict[str, float]:
+R2_UNDEFINED = "the validation target is constant: R² is undefined"
+
+
+def metrics_from_sums(sums: torch.Tensor, task: str, target_scale: float) -> dict[str, Any]:
     """val_loss and val_r2 (regression, plus val_rmse in target units) or val_accuracy."""
     count = float(sums[COUNT])
     if count == 0:
@@ -54,13 +57,18 @@ def metrics_from_sums(sums: torch.Tensor, task: str, target_scale: float) -> dic
         total = float(sums[SUM_Y2]) - float(sums[SUM_Y]) ** 2 / count
         # R^2 is unchanged by the affine target standardization, so the
         # standardized sums give the R^2 of the original target.
-        out["val_r2"] = 1.0 - float(sums[SSE]) / total if total > 0 else float("nan")
+        if total > 0:
+            out["val_r2"] = 1.0 - float(sums[SSE]) / total
+        else:
+            # JSON has no NaN: say null, and why.
+            out["val_r2"] = None
+            out["val_r2_note"] = R2_UNDEFINED
         out["val_rmse"] = math.sqrt(float(sums[SSE]) / count) * target_scale
     return out
 
 
 class MetricsLog:
-    """metrics.jsonl: one JSON object per epoch, appended as training goes."""
+    """metrics.jsonl: one strict JSON object per epoch (null for a non-finite number), appended as training goes."""
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
@@ -74,7 +82,8 @@ class MetricsLog:
 
     def append(self, record: dict[str, Any]) -> None:
         with self.path.open("a") as handle:
-            handle.write(json.dumps(record) + "\n")
+            # Strict JSON: a NaN or infinity is written as null, never as a bare NaN token.
+            handle.write(dumps_strict(record) + "\n")
 
     def read(self) -> list[dict[str, Any]]:
         if not self.path.exists():

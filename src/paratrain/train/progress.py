@@ -23,20 +23,25 @@ class EpochProgress:
         if not self.enabled:
             return
         if self.bar is not None:
-            postfix = {"loss": f"{record['train_loss']:.4g}", "samples/s": f"{record['samples_per_s']:.0f}"}
+            postfix = {"loss": _number(record["train_loss"], ".4g"), "samples/s": _number(record["samples_per_s"], ".0f")}
             if "val_loss" in record:
-                postfix["val"] = f"{record['val_loss']:.4g}"
+                postfix["val"] = _number(record["val_loss"], ".4g")
             self.bar.set_postfix(postfix, refresh=False)
             self.bar.update(1)
             return
         parts = [f"epoch {record['epoch']}/{self.total}", f"train_loss={record['train_loss']:.5g}"]
         for key in ("val_loss", "val_r2", "val_accuracy"):
             if key in record:
-                parts.append(f"{key}={record[key]:.5g}")
-        parts.append(f"samples/s={record['samples_per_s']:.0f}")
+                parts.append(f"{key}={_number(record[key], '.5g')}")
+        parts.append(f"samples/s={_number(record['samples_per_s'], '.0f')}")
         parts.append(f"seconds={record['seconds']:.2f}")
         print("  ".join(parts), file=self.stream, flush=True)
 
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+def _number(value: float | None, spec: str) -> str:
+    """A metric for the progress line; None (undefined, e.g. R² of a constant target) as 'n/a'."""
+    return "n/a" if value is None else format(value, spec)

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import datetime
+import logging
+import re
 from pathlib import Path
 
 import yaml
 
 from paratrain.config import FitConfig, load_yaml
 from paratrain.errors import ConfigError
-from paratrain.train.checkpoint import save_text_atomic
+from paratrain.train.checkpoint import TEMP_SUFFIX, save_text_atomic
+
+log = logging.getLogger("paratrain")
 
 CONFIG_FILE = "config.yaml"
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -34,13 +38,113 @@ def default_run_dir(strategy: str, root: str | Path = "runs") -> Path:
     return candidate
 
 
+_RANK_CHECKPOINT = re.compile(r"checkpoint\.rank\d+\.pt")
+
+
+def _is_temp_file(name: str) -> bool:
+    """A temp file of the atomic writer (train/checkpoint.py): ``.<target>.<random>.tmp``."""
+    return name.startswith(".") and name.endswith(TEMP_SUFFIX)
+
+
+def _is_leftover(name: str) -> bool:
+    """What a run that failed before its first checkpoint may leave: nothing worth keeping.
+
+    Other hidden files (a lock, say) are the run's own and do not make the directory a result.
+    """
+    return name in (CONFIG_FILE, METRICS_FILE) or bool(_RANK_CHECKPOINT.fullmatch(name)) or name.startswith(".")
+
+
+def is_reusable(path: Path) -> bool:
+    """True for a directory a new run may take over: empty, or left by a run that failed before
+    its first checkpoint (config.yaml, maybe metrics.jsonl; no checkpoint.pt, no model.pt)."""
+    return path.is_dir() and all(_is_leftover(entry.name) for entry in path.iterdir())
+
+
 def check_new_run_dir(path: Path) -> None:
-    """A new run never writes into a directory that holds something already."""
-    if path.exists() and (not path.is_dir() or any(path.iterdir())):
-        raise ConfigError(
-            f"run directory '{path}' already exists and is not empty; choose another --out, "
-            f"or continue that run with --resume {path}"
-        )
+    """A new run never writes into a directory that holds results or files of the user's."""
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"run directory '{path}' is a file; choose another --out")
+    if path.exists() and not is_reusable(path):
+        if (path / CONFIG_FILE).is_file() and (path / CHECKPOINT_FILE).is_file():
+            hint = f"continue that run with --resume {path}, or choose another --out"
+        else:
+            hint = "choose another --out"
+        raise ConfigError(f"run directory '{path}' already exists and is not empty; {hint}")
+
+
+def make_run_dir(path: Path) -> Path | None:
+    """Create the run directory, or take over one that :func:`is_reusable` allows.
+
+    Returns the topmost directory this call created (None if it existed), so that a run
+    failing before it wrote anything can remove exactly what it made. An OSError (a read-only
+    place, a path under a file) becomes a one-line ConfigError naming the path.
+    """
+    created = None
+    for folder in reversed((path, *path.parents)):
+        if not folder.exists():
+            created = folder
+            break
+    try:
+        if created is None:
+            _clear_leftovers(path)
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise output_error("run directory", path, exc) from None
+    return created
+
+
+def _clear_leftovers(path: Path) -> None:
+    """Empty a reused directory of the failed run's files, so the new run starts clean."""
+    removed = []
+    for entry in path.iterdir():
+        if entry.name in (METRICS_FILE, CONFIG_FILE) or _RANK_CHECKPOINT.fullmatch(entry.name) or _is_temp_file(entry.name):
+            entry.unlink()
+            removed.append(entry.name)
+    if removed:
+        log.info("reusing run directory %s: it held no checkpoint (removed %s)", path, ", ".join(sorted(removed)))
+
+
+def remove_if_unstarted(path: Path, created: Path | None) -> None:
+    """After a failure: remove the run directory if this run created it and wrote nothing but
+    its config (and temp files) there; with metrics.jsonl it stays, for the user to read, and a
+    rerun with the same --out reuses it."""
+    if created is None or not path.is_dir():
+        return
+    entries = list(path.iterdir())
+    if not all(entry.name == CONFIG_FILE or _is_temp_file(entry.name) for entry in entries):
+        return
+    try:
+        for entry in entries:
+            entry.unlink()
+        # The run directory and the parents this run made, up to the first that held something.
+        for folder in (path, *path.parents):
+            folder.rmdir()
+            if folder == created:
+                break
+    except OSError:
+        pass  # a folder that is not empty (another process wrote there) is not ours to remove
+
+
+def remove_temp_files(run_dir: Path) -> list[str]:
+    """Delete temp files of writes that a killed process never finished; returns their names.
+
+    Only safe while no process writes in ``run_dir`` (at the start of a resume)."""
+    removed = []
+    for entry in Path(run_dir).iterdir():
+        if _is_temp_file(entry.name) and entry.is_file():
+            entry.unlink(missing_ok=True)
+            removed.append(entry.name)
+    return removed
+
+
+def output_error(what: str, path: Path, exc: OSError) -> ConfigError:
+    """One line for an output that cannot be written: the path and the system's reason."""
+    reason = exc.strerror or str(exc)
+    # mkdir under a file says "File exists" or "Not a directory": name the file instead.
+    blocker = next((parent for parent in Path(path).parents if parent.exists() and not parent.is_dir()), None)
+    if blocker is not None:
+        reason = f"'{blocker}' is a file, not a folder"
+    return ConfigError(f"cannot write the {what} '{path}': {reason}; choose another place")
 
 
 def write_config(run_dir: Path, config: FitConfig) -> None:

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 from typing import Any, Iterator
 
+from paratrain.train.jsonsafe import dumps_strict
 from paratrain.tune.worker import STORAGE_ENV  # may hold the storage URL instead of --storage
 
 TUNE_DESTS = ("space", "sampler", "pruner", "trials", "parallel", "workers_per_trial", "storage", "study_name",
@@ -108,7 +108,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
                       study_name=args.study_name, fixed=fixed, objectives=objectives, seed=args.sampler_seed,
                       sampler_options=sampler_options, stop_at=args.stop_at, retrain=args.retrain,
                       verbosity=verbosity)
-    print(json.dumps(result.summary, indent=2))
+    print(dumps_strict(result.summary, indent=2))
     return 0
 
 
@@ -151,7 +151,7 @@ def cmd_tune_worker(args: argparse.Namespace) -> int:
     with storage_errors(storage):
         counts = join_study(storage, args.study, parallel=args.parallel, out=args.out, data=args.data,
                             wait_s=args.wait, verbosity=args.verbosity)
-    print(json.dumps({"study": args.study, "trials": counts}, indent=2))
+    print(dumps_strict({"study": args.study, "trials": counts}, indent=2))
     return 0
 
 

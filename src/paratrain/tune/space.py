@@ -303,13 +303,15 @@ def _check_param(param: Param) -> None:
         if isinstance(value, bool) or not isinstance(value, number):
             kind = "an integer" if isinstance(param, Int) else "a number"
             raise ConfigError(f"space parameter '{name}': {key}={value!r} must be {kind}")
+        if not math.isfinite(value):
+            raise ConfigError(f"space parameter '{name}': {key}={value!r} must be a finite number")
     if not param.low <= param.high:
         raise ConfigError(f"space parameter '{name}': `low <= high` must hold, "
                           f"but got low={param.low}, high={param.high}")
     if param.log and param.low <= 0:
         raise ConfigError(f"space parameter '{name}': log=true needs low > 0, but got low={param.low}")
     step = param.step
-    if step is not None and (isinstance(step, bool) or not isinstance(step, number) or step <= 0):
+    if step is not None and (isinstance(step, bool) or not isinstance(step, number) or not 0 < step < math.inf):
         raise ConfigError(f"space parameter '{name}': step={step!r} must be a positive number")
     if param.log and step not in (None, 1):
         raise ConfigError(f"space parameter '{name}': log=true cannot be combined with step={step}")
