@@ -70,11 +70,6 @@ FIT_FLAGS = {
     "--threads": st.sampled_from(["1", "0"]),
 }
 
-# Values that the other branches (NaN/inf validation, divergence detection) are fixing:
-# with them a run may still end in a NaN model here. Examples drawing them are expected
-# failures until those branches land.
-PENDING = {"--lr": {"nan", "inf", "1e400"}, "--dropout": set(), "--init": {"a=nan"}}
-
 _counter = itertools.count()
 
 
@@ -97,12 +92,6 @@ def tables(tmp_path_factory) -> Path:
     return root
 
 
-def _pending(arguments: dict) -> bool:
-    # A formula that is NaN on the data (log of a negative number) trains a NaN model until
-    # divergence detection lands (test_fit_refuses_a_formula_that_is_nan_on_the_data).
-    return any(arguments.get(flag) in values for flag, values in PENDING.items()) or "--formula" in arguments
-
-
 def _check_outcome(code: int, err: str, out_dir: Path, arguments: dict) -> None:
     assert "Traceback" not in err, err
     assert code in (0, 1, 2), (code, err)
@@ -111,11 +100,13 @@ def _check_outcome(code: int, err: str, out_dir: Path, arguments: dict) -> None:
         assert len(lines) == 1, err
     if code == 2:  # argparse: the usage and one error line
         assert err.strip().splitlines()[-1].startswith("paratrain"), err
-    if code == 0 and not _pending(arguments):
+    if code == 0:
         summary = json.loads((out_dir / "summary.json").read_text())
-        # The losses, not val_r2: R^2 is undefined (NaN) for a validation set of one row.
-        losses = [summary[k] for k in ("train_loss", "val_loss", "best_val_loss") if summary.get(k) is not None]
-        assert all(math.isfinite(v) for v in losses), f"a NaN model was saved: {summary}"
+        # The losses, not val_r2: R^2 is undefined for a validation set of one row. Strict
+        # JSON writes a non-finite number as null, so a loss must be present and a number.
+        assert isinstance(summary.get("train_loss"), float), f"a NaN model was saved: {summary}"
+        losses = [summary[k] for k in ("train_loss", "val_loss", "best_val_loss") if k in summary]
+        assert all(isinstance(v, float) and math.isfinite(v) for v in losses), f"a NaN model was saved: {summary}"
 
 
 @settings(max_examples=300 if THOROUGH else 60, suppress_health_check=list(HealthCheck))
@@ -189,11 +180,9 @@ def test_curvefit_arguments_in_process(tables, tmp_path, capsys, monkeypatch, ta
         assert all(math.isfinite(v) for v in result["params"].values()), result
 
 
-# --- cases owned by other branches: expected failures until they land -----------------------
+# --- cases the value-hardening branch fixed (found here first; kept as plain tests) --------
 
 
-@pytest.mark.xfail(reason="config.py accepts lr=nan/inf (NaN/inf config validation, fixed on its own branch)",
-                   strict=False)
 @pytest.mark.parametrize("value", ["nan", "inf"])
 def test_fit_refuses_a_non_finite_learning_rate(tables, tmp_path, capsys, value):
     code = main(["fit", "--data", str(tables / "plain.csv"), "--target", "y", "--epochs", "1", "--quiet",
@@ -201,8 +190,6 @@ def test_fit_refuses_a_non_finite_learning_rate(tables, tmp_path, capsys, value)
     assert code == 1 and "lr" in capsys.readouterr().err
 
 
-@pytest.mark.xfail(reason="a diverging run is saved with NaN losses (divergence detection in train/loop.py, "
-                          "fixed on its own branch)", strict=False)
 def test_fit_does_not_save_a_diverged_model(tables, tmp_path, capsys):
     code = main(["fit", "--data", str(tables / "plain.csv"), "--target", "y", "--epochs", "2", "--quiet",
                  "--out", str(tmp_path / "run"), "--optimizer", "sgd", "--lr", "1e30"])
@@ -213,12 +200,11 @@ def test_fit_does_not_save_a_diverged_model(tables, tmp_path, capsys):
         assert code == 1
 
 
-@pytest.mark.xfail(reason="a formula that is NaN on the data trains a NaN model with exit 0 (divergence "
-                          "detection in train/loop.py, fixed on its own branch)", strict=False)
 def test_fit_refuses_a_formula_that_is_nan_on_the_data(tables, tmp_path, capsys):
     code = main(["fit", "--data", str(tables / "plain.csv"), "--target", "y", "--epochs", "1", "--quiet",
                  "--out", str(tmp_path / "run"), "--model", "formula", "--formula", "log(a - 100)*x0"])
     assert code == 1, "a NaN model was saved"
+    assert not (tmp_path / "run" / "model.pt").exists()
 
 
 @pytest.fixture(scope="module")
