@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from paratrain.data.tables import (bool_values, class_labels, column_kind, missing_mask,
-                                   numeric_values, preview_names, text_values)
+                                   numeric_values, preview_names, quoted, shown, text_values)
 from paratrain.errors import ConfigError, DataError
 
 _FORMAT = "paratrain.TableEncoder"
@@ -72,7 +72,7 @@ class EncodingOptions:
             raise ConfigError(f"max_categories={self.max_categories!r} must be an integer >= 1")
         if self.target in self.drop:
             raise ConfigError(
-                f"target column '{self.target}' is also in drop={list(self.drop)}; "
+                f"target column {quoted(self.target)} is also in drop={list(self.drop)}; "
                 "remove it from --drop"
             )
 
@@ -159,19 +159,19 @@ class TableEncoder:
         _check_frame(df)
         if options.target not in df.columns:
             raise DataError(
-                f"target column '{options.target}' is not in the data; "
+                f"target column {quoted(options.target)} is not in the data; "
                 f"available columns: {preview_names(df.columns)}"
             )
         for name in options.drop:
             if name not in df.columns:
                 raise DataError(
-                    f"column '{name}' given in --drop is not in the data; "
+                    f"column {quoted(name)} given in --drop is not in the data; "
                     f"available columns: {preview_names(df.columns)}"
                 )
         names = [c for c in df.columns if c != options.target and c not in options.drop]
         if not names:
             raise DataError(
-                f"no feature columns left after removing target '{options.target}' and "
+                f"no feature columns left after removing target {quoted(options.target)} and "
                 f"dropped columns {list(options.drop)}; keep at least one input column"
             )
         target = _fit_target(df[options.target], options)
@@ -219,21 +219,22 @@ class TableEncoder:
         _check_frame(df, allow_empty=True)
         if target.name not in df.columns:
             raise DataError(
-                f"target column '{target.name}' is not in the data; "
+                f"target column {quoted(target.name)} is not in the data; "
                 f"available columns: {preview_names(df.columns)}"
             )
         series = df[target.name]
         _refuse_missing_target(series)
         if target.task == "regression":
-            values = numeric_values(series, f"target column '{target.name}'")
-            return ((values - target.mean) / target.std).astype(np.float32)
+            label = f"target column {quoted(target.name)}"
+            values = numeric_values(series, label)
+            return _scaled(values, target.mean, target.std, label).astype(np.float32)
         labels = class_labels(series, target.label_type)
         indices = pd.Index(target.classes).get_indexer(labels)
         unseen = np.flatnonzero(indices < 0)
         if unseen.size:
             row = int(unseen[0])
             raise DataError(
-                f"target column '{target.name}' has class {labels[row]!r} at row {row + 1} "
+                f"target column {quoted(target.name)} has class {labels[row]!r} at row {row + 1} "
                 f"that was not seen in training (known: {preview_names(target.classes)}); "
                 "remove those rows or include the class in the training data"
             )
@@ -295,19 +296,19 @@ def _fit_column(series: pd.Series, options: EncodingOptions) -> _ColumnSpec:
         raise DataError(_missing_message(name, missing))
     if missing.all():
         raise DataError(
-            f"column '{name}' has no values (all {len(series)} rows are missing); "
-            f"drop it with --drop {name}"
+            f"column {quoted(name)} has no values (all {len(series)} rows are missing); "
+            f"drop it with --drop {shown(name)}"
         )
     if kind == "category":
         categories = sorted(set(text_values(series, missing)[~missing]))
         if len(categories) > options.max_categories:
             raise DataError(
-                f"column '{name}' is text with {len(categories)} distinct values (more than "
+                f"column {quoted(name)} is text with {len(categories)} distinct values (more than "
                 f"max_categories={options.max_categories}): it cannot be a category; "
-                f"drop it with --drop {name}"
+                f"drop it with --drop {shown(name)}"
             )
         return _ColumnSpec(name, kind, categories=categories)
-    values = _values(series, kind, f"column '{name}'")
+    values = _values(series, kind, f"column {quoted(name)}")
     spec = _ColumnSpec(name, kind)
     if options.impute is not None:
         present = values[~np.isnan(values)]
@@ -328,10 +329,10 @@ def _fit_target(series: pd.Series, options: EncodingOptions) -> _TargetSpec:
     if task == "regression":
         if kind == "category":
             raise DataError(
-                f"target column '{name}' is text, so it cannot be a regression target; "
+                f"target column {quoted(name)} is text, so it cannot be a regression target; "
                 "use --task classification"
             )
-        values = _values(series, kind, f"target column '{name}'")
+        values = _values(series, kind, f"target column {quoted(name)}")
         spec = _TargetSpec(name, task)
         if options.standardize_target:
             spec.mean, spec.std = _mean_std(values)
@@ -340,7 +341,7 @@ def _fit_target(series: pd.Series, options: EncodingOptions) -> _TargetSpec:
     classes = sorted(set(class_labels(series, label_type)))
     if len(classes) < 2:
         raise DataError(
-            f"target column '{name}' has only {len(classes)} class ({preview_names(classes)}): "
+            f"target column {quoted(name)} has only {len(classes)} class ({preview_names(classes)}): "
             "classification needs at least 2; check the target or use --task regression"
         )
     return _TargetSpec(name, task, classes=classes, label_type=label_type)
@@ -354,14 +355,14 @@ def _integer_label_hint(series: pd.Series, options: EncodingOptions) -> str | No
     """A hint when task='auto' made a regression of what look like integer class labels."""
     if options.task != "auto" or column_kind(series) != "numeric":
         return None
-    values = numeric_values(series, f"target column '{series.name}'")
+    values = numeric_values(series, f"target column {quoted(series.name)}")
     if not np.all(values == np.round(values)):
         return None
     distinct = np.unique(values)
     if not 2 <= len(distinct) <= INTEGER_LABEL_MAX_CLASSES:
         return None
-    shown = preview_names([int(value) for value in distinct], limit=5)
-    return (f"target column '{series.name}' holds only {len(distinct)} distinct whole numbers ({shown}) and is "
+    listed = preview_names([int(value) for value in distinct], limit=5)
+    return (f"target column {quoted(series.name)} holds only {len(distinct)} distinct whole numbers ({listed}) and is "
             "trained as regression; if they are class labels, use --task classification "
             "(--task regression silences this)")
 
@@ -369,17 +370,21 @@ def _integer_label_hint(series: pd.Series, options: EncodingOptions) -> str | No
 def _mean_std(values: np.ndarray) -> tuple[float, float]:
     """Mean and population std in float64, safe against overflow and constant columns."""
     values = np.asarray(values, dtype=np.float64)
-    mean = float(np.mean(values))
-    # Dividing by the largest magnitude first keeps the squares from overflowing
-    # for values near 1e200; the std is scaled back afterwards.
+    # Dividing by the largest magnitude first keeps the sum and the squares from
+    # overflowing for values near 1e300; mean and std are scaled back afterwards.
     scale = float(np.max(np.abs(values))) if values.size else 0.0
-    if scale == 0.0 or np.all(values == values[0]):
-        return mean, 1.0
+    if scale == 0.0:
+        return 0.0, 1.0
+    mean = float(np.mean(values / scale)) * scale
+    if np.all(values == values[0]):
+        return float(values[0]), 1.0
     std = float(np.std(values / scale)) * scale
     # A constant column can still give a std of ~1e-17 from rounding in the mean;
-    # dividing by that would turn rounding noise into huge features.
+    # dividing by that would turn rounding noise into huge features. The fallback
+    # is at least the largest deviation, so a nearly constant column of huge values
+    # (1e200 +- 1e185) still encodes within [-1, 1] rather than overflowing float32.
     if not np.isfinite(std) or std <= 1e-12 * scale:
-        std = 1.0
+        std = max(1.0, float(np.max(np.abs(values - mean))))
     return mean, std
 
 
@@ -399,7 +404,7 @@ def _encode_column(series: pd.Series, spec: _ColumnSpec, options: EncodingOption
         if unseen.size and options.unseen_category == "error":
             row = int(unseen[0])
             raise DataError(
-                f"column '{name}' has value {texts[row]!r} at row {row + 1} that was not seen "
+                f"column {quoted(name)} has value {texts[row]!r} at row {row + 1} that was not seen "
                 f"in training (known: {preview_names(spec.categories)}); use --unseen-category "
                 "zeros to encode it as all zeros, or clean the data"
             )
@@ -407,13 +412,34 @@ def _encode_column(series: pd.Series, spec: _ColumnSpec, options: EncodingOption
         known = codes >= 0
         block[np.flatnonzero(known), codes[known]] = 1.0
         return block
-    values = _values(series, spec.kind, f"column '{name}'")
+    values = _values(series, spec.kind, f"column {quoted(name)}")
     missing = np.isnan(values)
     if missing.any():
         if spec.fill is None:
             raise DataError(_missing_message(name, missing))
         values = np.where(missing, spec.fill, values)
-    return ((values - spec.mean) / spec.std)[:, None]
+    return _scaled(values, spec.mean, spec.std, f"column {quoted(name)}")[:, None]
+
+
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def _scaled(values: np.ndarray, mean: float, std: float, label: str) -> np.ndarray:
+    """(values - mean) / std, refusing a value whose result does not fit in float32.
+
+    Why: the model works in float32, where 1e39 is inf; a value far outside the
+    training range (1e300 after training on 0..1) must be refused, not become inf.
+    """
+    with np.errstate(over="ignore", invalid="ignore"):
+        scaled = (values - mean) / std
+    too_large = np.flatnonzero(~(np.abs(scaled) <= _FLOAT32_MAX))
+    if too_large.size:
+        row = int(too_large[0])
+        raise DataError(
+            f"{label} has value {float(values[row])!r} at row {row + 1}, too far from the training values "
+            f"(mean {mean:.6g}, std {std:.6g}) to encode as a 32-bit float; remove or fix that value"
+        )
+    return scaled
 
 
 def _values(series: pd.Series, kind: str, label: str) -> np.ndarray:
@@ -425,14 +451,14 @@ def _refuse_missing_target(series: pd.Series) -> None:
     missing = np.flatnonzero(missing_mask(series))
     if missing.size:
         raise DataError(
-            f"target column '{series.name}' has a missing value at row {int(missing[0]) + 1}; "
+            f"target column {quoted(series.name)} has a missing value at row {int(missing[0]) + 1}; "
             "targets are never imputed: remove the row or fill in the value"
         )
 
 
 def _missing_message(name: object, missing: np.ndarray) -> str:
     row = int(np.flatnonzero(missing)[0]) + 1
-    return f"column '{name}' has a missing value at row {row}; {_MISSING_HINT}"
+    return f"column {quoted(name)} has a missing value at row {row}; {_MISSING_HINT}"
 
 
 def _check_frame(df: object, allow_empty: bool = False) -> None:

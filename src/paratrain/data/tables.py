@@ -85,10 +85,44 @@ def read_table(path: str | os.PathLike) -> pd.DataFrame:
     if table.shape[1] == 0:
         raise DataError(f"data file '{path}' has no columns")
     if table.shape[0] == 0:
-        raise DataError(
-            f"data file '{path}' has no rows (columns: {', '.join(map(str, table.columns[:10]))})"
-        )
+        raise DataError(f"data file '{path}' has no rows (columns: {preview_names(table.columns)})")
+    if kind in ("csv", "tsv"):
+        _check_header(path, table, "\t" if kind == "tsv" else ",")
+        if not table.index.equals(pd.RangeIndex(len(table))):
+            # pandas turns the first column into the row labels when every row has one
+            # value more than the header names: that column would vanish without a word.
+            raise DataError(
+                f"data file '{path}': the rows have {table.shape[1] + table.index.nlevels} values but the header "
+                f"names {table.shape[1]} columns; add the missing column name to the header"
+            )
     return table
+
+
+def _check_header(path: Path, table: pd.DataFrame, sep: str) -> None:
+    """Refuse repeated column names and a file that uses another separator.
+
+    pandas renames a repeated header 'x' to 'x.1' without a word, so --target x would
+    silently pick one of two columns; and a semicolon-separated file read with commas
+    becomes one column named 'a;b;c', which would only fail later with a puzzling message.
+    """
+    header = pd.read_csv(path, sep=sep, header=None, nrows=1, dtype=str, keep_default_na=False).iloc[0]
+    names = [str(name) for name in header]
+    repeated = sorted({name for name in names if names.count(name) > 1 and name})
+    if repeated:
+        raise DataError(
+            f"data file '{path}' has columns {preview_names(repeated)} more than once in its header; "
+            "give each column a unique name"
+        )
+    if table.shape[1] == 1:
+        name = str(table.columns[0])
+        for other, label in ((";", "semicolons"), ("\t", "tabs"), (",", "commas"), ("|", "'|'")):
+            if other != sep and other in name:
+                expected = "tabs (.tsv)" if sep == "\t" else "commas (.csv)"
+                raise DataError(
+                    f"data file '{path}' has one column named {quoted(name)}: it looks separated by {label}, "
+                    f"but this file type is read as separated by {expected}; "
+                    + ("rename it to .tsv" if other == "\t" else "save it with commas as a .csv or tabs as a .tsv")
+                )
 
 
 def _format_of(path: Path) -> str:
@@ -124,14 +158,34 @@ def _read_npz(path: Path) -> pd.DataFrame:
                 if "allow_pickle" not in str(error):
                     raise
                 raise DataError(
-                    f"data file '{path}': array '{name}' holds Python objects, which are not "
+                    f"data file '{path}': array {quoted(name)} holds Python objects, which are not "
                     "unpickled for safety; save it as a numeric or string array"
                 ) from None
     if not arrays:
         raise DataError(f"data file '{path}' holds no arrays")
+    for name, values in arrays.items():
+        # Complex numbers would lose their imaginary part without a word, and structured
+        # or raw-byte ('void') records have no meaning as one column of a table.
+        if values.dtype.kind not in _NPZ_KINDS:
+            raise DataError(
+                f"data file '{path}': array {quoted(name)} has dtype {values.dtype}, which is not numbers, "
+                "booleans, text or dates; save real numbers (e.g. split complex values into two columns)"
+            )
+        if values.dtype.kind == "U" and values.size:
+            # NumPy stores any 32-bit number as a character; one outside Unicode (or a lone
+            # surrogate) breaks every later step that encodes the text (categories, JSON).
+            codes = values.reshape(-1).view(np.uint32)
+            if codes.max() > 0x10FFFF or ((codes >= 0xD800) & (codes <= 0xDFFF)).any():
+                raise DataError(
+                    f"data file '{path}': array {quoted(name)} holds characters that are not valid Unicode; "
+                    "save it as proper text"
+                )
     if "X" in arrays:
         return _npz_matrix(path, arrays)
     return _npz_columns(path, arrays)
+
+
+_NPZ_KINDS = "biufUSMm"  # bool, int, unsigned, float, str, bytes, datetime, timedelta
 
 
 def _npz_matrix(path: Path, arrays: dict[str, np.ndarray]) -> pd.DataFrame:
@@ -184,7 +238,7 @@ def _npz_columns(path: Path, arrays: dict[str, np.ndarray]) -> pd.DataFrame:
     for name, values in arrays.items():
         if values.ndim != 1:
             raise DataError(
-                f"data file '{path}': array '{name}' has shape {values.shape}; save one 1-D "
+                f"data file '{path}': array {quoted(name)} has shape {values.shape}; save one 1-D "
                 "array per column, or a 2-D array named X"
             )
         lengths[name] = len(values)
@@ -295,7 +349,7 @@ def class_labels(series: pd.Series, label_type: str) -> list:
     ``label_type`` is ``"bool"``, ``"int"`` (whole numbers; a fraction is refused)
     or ``"str"``. Missing values must have been refused before.
     """
-    name = f"target column '{series.name}'"
+    name = f"target column {quoted(series.name)}"
     if label_type == "str":
         return [str(value) for value in series.astype(object)]
     if label_type == "bool":
@@ -313,9 +367,24 @@ def class_labels(series: pd.Series, label_type: str) -> list:
 
 def preview_names(items, limit: int = 10) -> str:
     """Comma-separated names, truncated so an error message stays one readable line."""
-    items = [str(item) for item in items]
-    shown = ", ".join(items[:limit])
-    return f"{shown}, ... ({len(items) - limit} more)" if len(items) > limit else shown
+    items = [shown(item) for item in items]
+    text = ", ".join(items[:limit])
+    return f"{text}, ... ({len(items) - limit} more)" if len(items) > limit else text
+
+
+def shown(name: object) -> str:
+    """A column name as text for a message, with newlines and other control characters escaped.
+
+    Why: a quoted CSV header may hold a newline, and an error naming that column must
+    still be the one line the CLI prints.
+    """
+    text = str(name)
+    return text if text.isprintable() else repr(text)[1:-1]
+
+
+def quoted(name: object) -> str:
+    """``'name'`` for a message (see :func:`shown`)."""
+    return f"'{shown(name)}'"
 
 
 def _to_text(value: object) -> str:

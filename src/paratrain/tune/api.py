@@ -35,7 +35,7 @@ class TuneResult:
 
     out_dir: Path
     study_name: str
-    storage: str
+    storage: str = field(repr=False)  # may hold a database password: never printed
     best_params: dict[str, Any] | None
     best_value: float | None
     best_trial: int | None

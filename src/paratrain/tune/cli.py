@@ -8,9 +8,12 @@ trains exactly as ``paratrain fit`` would.
 from __future__ import annotations
 
 import argparse
-from typing import Any
+import contextlib
+import os
+from typing import Any, Iterator
 
 from paratrain.train.jsonsafe import dumps_strict
+from paratrain.tune.worker import STORAGE_ENV  # may hold the storage URL instead of --storage
 
 TUNE_DESTS = ("space", "sampler", "pruner", "trials", "parallel", "workers_per_trial", "storage", "study_name",
               "objectives", "sampler_seed", "grid_points", "stop_at", "retrain")
@@ -47,7 +50,8 @@ def add_parsers(subparsers: Any) -> None:
     search.add_argument("--parallel", type=int, default=1, help="trials at once, one process each (1)")
     search.add_argument("--workers-per-trial", type=int, default=1, help="data-parallel workers inside each trial (1)")
     search.add_argument("--storage", metavar="URL", help="RDB URL, e.g. postgresql://user@host/db (default: "
-                        "a journal file in --out)")
+                        f"${STORAGE_ENV} if set, else a journal file in --out); the environment variable keeps "
+                        "a password off the process list")
     search.add_argument("--study-name", help="study name in the storage (default: the name of --out)")
     search.add_argument("--objectives", metavar="NAME,NAME",
                         help="val_loss (default), or val_loss,seconds for a multi-objective search (nsga2's default)")
@@ -66,7 +70,7 @@ def add_parsers(subparsers: Any) -> None:
         epilog="example: paratrain tune-worker --study search --storage postgresql://tune@db-host/tune --parallel 2",
     )
     worker.add_argument("--study", required=True, help="study name")
-    worker.add_argument("--storage", required=True, metavar="URL", help="the storage the study lives in")
+    worker.add_argument("--storage", metavar="URL", help=f"the storage the study lives in (default: ${STORAGE_ENV})")
     worker.add_argument("--parallel", type=int, default=1, help="trials at once on this machine (1)")
     worker.add_argument("--out", help="folder for this machine's trial runs (default: the study's --out if it "
                         "exists here, else ./tune-STUDY)")
@@ -96,20 +100,57 @@ def cmd_tune(args: argparse.Namespace) -> int:
     _configure_logging(verbosity)
     sampler_options = {"grid_points": args.grid_points} if args.grid_points else None
     objectives = [name.strip() for name in args.objectives.split(",") if name.strip()] if args.objectives else None
-    result = tune(data=data, target=target, model=model, space=args.space, sampler=args.sampler, pruner=args.pruner,
-                  trials=args.trials, parallel=args.parallel, workers_per_trial=args.workers_per_trial, out=out,
-                  storage=args.storage, study_name=args.study_name, fixed=fixed, objectives=objectives,
-                  seed=args.sampler_seed, sampler_options=sampler_options, stop_at=args.stop_at, retrain=args.retrain,
-                  verbosity=verbosity)
+    storage = args.storage or os.environ.get(STORAGE_ENV) or None
+    with storage_errors(storage):
+        result = tune(data=data, target=target, model=model, space=args.space, sampler=args.sampler,
+                      pruner=args.pruner, trials=args.trials, parallel=args.parallel,
+                      workers_per_trial=args.workers_per_trial, out=out, storage=storage,
+                      study_name=args.study_name, fixed=fixed, objectives=objectives, seed=args.sampler_seed,
+                      sampler_options=sampler_options, stop_at=args.stop_at, retrain=args.retrain,
+                      verbosity=verbosity)
     print(dumps_strict(result.summary, indent=2))
     return 0
+
+
+@contextlib.contextmanager
+def storage_errors(storage: str | None) -> Iterator[None]:
+    """Errors raised while a storage URL is in use, as one line without its password.
+
+    Why: SQLAlchemy, optuna and the database driver put the URL they were given into
+    some of their messages; those end in terminals and CI logs.
+    """
+    from paratrain.errors import ParatrainError
+    from paratrain.tune.study import TuneError, redact, scrub
+
+    try:
+        yield
+    except ParatrainError as exc:
+        exc.args = (scrub(str(exc), storage),)
+        raise
+    except Exception as exc:
+        if storage is None or not _from_a_storage(exc):
+            raise
+        message = scrub(" ".join(str(exc).split()), storage)[:300]
+        raise TuneError(f"storage {redact(storage)} failed: {type(exc).__name__}: {message}") from None
+
+
+def _from_a_storage(exc: BaseException) -> bool:
+    """An error of SQLAlchemy, optuna's storages or a database driver (not a bug of ours)."""
+    return any(kind.__module__.split(".")[0] in ("sqlalchemy", "optuna", "psycopg2", "psycopg", "sqlite3")
+               for kind in type(exc).__mro__)
 
 
 def cmd_tune_worker(args: argparse.Namespace) -> int:
     from paratrain.tune.runner import join_study
 
-    counts = join_study(args.storage, args.study, parallel=args.parallel, out=args.out, data=args.data,
-                        wait_s=args.wait, verbosity=args.verbosity)
+    from paratrain.errors import ConfigError
+
+    storage = args.storage or os.environ.get(STORAGE_ENV)
+    if not storage:
+        raise ConfigError(f"tune-worker needs the study's storage: --storage URL or ${STORAGE_ENV}")
+    with storage_errors(storage):
+        counts = join_study(storage, args.study, parallel=args.parallel, out=args.out, data=args.data,
+                            wait_s=args.wait, verbosity=args.verbosity)
     print(dumps_strict({"study": args.study, "trials": counts}, indent=2))
     return 0
 

@@ -26,7 +26,7 @@ from paratrain.tune.leaderboard import Leaderboard
 from paratrain.tune.planner import ResourcePlan, Slot
 from paratrain.tune.study import (TuneError, claimed, count_states, fail_dead_trials, fail_stale_rdb_trials,
                                   is_url, reached)
-from paratrain.tune.worker import EXIT_FAILING
+from paratrain.tune.worker import EXIT_FAILING, STORAGE_ENV
 
 POLL_SECONDS = 0.25
 _GRACE_SECONDS = 5.0
@@ -85,7 +85,9 @@ class Coordinator:
 
     def _start(self, slot: Slot) -> None:
         name = f"{self.prefix}-slot{slot.index}-{self.restarts}"
-        command = [sys.executable, "-m", "paratrain.tune.worker", "--storage", self.storage_ref,
+        # The storage goes in the environment, not the arguments: any user of the machine
+        # can read a process's arguments (ps), and a database URL may hold a password.
+        command = [sys.executable, "-m", "paratrain.tune.worker",
                    "--study", self.study.study_name, "--worker", name, "--out", str(self.out_dir),
                    "--seed-key", f"{self.seed_prefix}{slot.index}-{self.restarts}",
                    "--cpus", ",".join(map(str, slot.cpus)), "--threads", str(self.plan.threads),
@@ -93,6 +95,7 @@ class Coordinator:
         if self.data:
             command += ["--data", self.data]
         env = dict(os.environ, **self.plan.environment(slot))
+        env[STORAGE_ENV] = self.storage_ref
         # Function objectives are imported by name in the worker: let it find what we can import.
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [os.getcwd(), env.get("PYTHONPATH")]))
         self.workers.append(_Worker(slot, name, subprocess.Popen(command, env=env)))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import socket
 import time
 import warnings
@@ -112,18 +113,59 @@ def open_storage(ref: str | None) -> Any:
             return optuna.storages.RDBStorage(url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
                                               engine_kwargs={"pool_pre_ping": True})
     except Exception as exc:  # SQLAlchemy raises many kinds; the user needs the one line
-        message = " ".join(str(exc).split())[:300]
+        message = scrub(" ".join(str(exc).split()), ref)[:300]
         raise ConfigError(f"cannot open storage {redact(ref)}: {message}") from None
 
 
 def redact(url: str) -> str:
-    """A URL without its password, for messages."""
+    """A storage URL without its password (in the user part or a ``password=`` query), for messages.
+
+    Example:
+        >>> redact("postgresql://tune:s3cret@db-host:5432/tune?password=s3cret")
+        'postgresql://tune:***@db-host:5432/tune?password=***'
+    """
     scheme, sep, rest = url.partition("://")
-    if sep and "@" in rest:
-        credentials, _, host = rest.rpartition("@")
-        user = credentials.split(":", 1)[0]
-        return f"{scheme}://{user}:***@{host}" if ":" in credentials else url
-    return url
+    if not sep:
+        return url  # a journal file path
+    # By hand, not sqlalchemy's make_url: that refuses some URLs (a bad port, an odd
+    # scheme) which must still be shown in the error that says they are wrong.
+    address, question, query = rest.partition("?")
+    if "@" in address:
+        credentials, _, host = address.rpartition("@")  # a password may itself hold '@'
+        if ":" in credentials:
+            address = f"{credentials.split(':', 1)[0]}:***@{host}"
+    query = _PASSWORD_QUERY.sub(r"\1***", query)
+    return f"{scheme}://{address}{question}{query}"
+
+
+_PASSWORD_QUERY = re.compile(r"((?:^|[?&;])password=)[^&;#]*", re.IGNORECASE)
+
+
+def secrets_of(url: str | None) -> list[str]:
+    """The passwords a storage URL holds, as written and percent-decoded (longest first)."""
+    if not url or not is_url(url):
+        return []
+    from urllib.parse import unquote
+
+    found = []
+    address, _, query = url.partition("://")[2].partition("?")
+    credentials = address.rpartition("@")[0]
+    if ":" in credentials:
+        found.append(credentials.split(":", 1)[1])
+    found += [match.group(0).split("=", 1)[1] for match in _PASSWORD_QUERY.finditer(query)]
+    found += [unquote(secret) for secret in found]
+    return sorted({secret for secret in found if secret}, key=len, reverse=True)
+
+
+def scrub(text: str, url: str | None) -> str:
+    """``text`` with every password of ``url`` replaced by ``***``.
+
+    Why: errors from SQLAlchemy, optuna or a driver may quote the URL they were given,
+    and the user sees those messages in logs; the password must never be among them.
+    """
+    for secret in secrets_of(url):
+        text = text.replace(secret, "***")
+    return text
 
 
 def load_spec(study: Any) -> StudySpec:

@@ -12,11 +12,15 @@ Exit codes: 0 budget reached, 3 trials keep failing (the error is in the study),
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import traceback
 from pathlib import Path
 from typing import Sequence
+
+STORAGE_ENV = "PARATRAIN_TUNE_STORAGE"
+"""Environment variable through which the coordinator hands a worker its storage (as tune/cli.py reads it)."""
 
 EXIT_OK = 0
 EXIT_ERROR = 2
@@ -25,7 +29,9 @@ EXIT_FAILING = 3
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m paratrain.tune.worker", description=__doc__.splitlines()[0])
-    parser.add_argument("--storage", required=True, help="journal file path or RDB URL")
+    parser.add_argument("--storage", default=os.environ.get(STORAGE_ENV),
+                        help=f"journal file path or RDB URL (default: ${STORAGE_ENV}, which keeps a password "
+                             "out of the process list)")
     parser.add_argument("--study", required=True, help="study name")
     parser.add_argument("--worker", required=True, help="name of this worker, for messages and trial attributes")
     parser.add_argument("--seed-key", default="0", help="what makes this worker's sampler seed its own")
@@ -35,7 +41,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--data", help="data path on this machine, if not the stored one")
     parser.add_argument("--parent-pid", type=int,
                         help="stop (as on SIGTERM) when this process, the coordinator, is gone")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if not args.storage:
+        parser.error(f"--storage (or ${STORAGE_ENV}) is required")
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -46,7 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     pin_to(tuple(int(c) for c in args.cpus.split(",") if c))
     from paratrain.errors import ParatrainError
     from paratrain.train.interrupts import raise_interrupted
-    from paratrain.tune.study import TuneError
+    from paratrain.tune.study import TuneError, scrub
 
     # The coordinator stops us with SIGTERM: turn it into an exception so that Optuna marks
     # the trial failed and fit's launcher stops the trial's own ddp workers on the way out.
@@ -56,15 +65,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         run(args)
     except TuneError as exc:
-        print(f"paratrain tune worker {args.worker}: {exc}", file=sys.stderr)
+        print(f"paratrain tune worker {args.worker}: {scrub(str(exc), args.storage)}", file=sys.stderr)
         return EXIT_FAILING
     except ParatrainError as exc:
-        print(f"paratrain tune worker {args.worker}: error: {exc}", file=sys.stderr)
+        print(f"paratrain tune worker {args.worker}: error: {scrub(str(exc), args.storage)}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         return EXIT_ERROR
-    except Exception:  # a bug: keep the traceback
-        traceback.print_exc()
+    except Exception:  # a bug: keep the traceback, less the storage's password
+        print(scrub(traceback.format_exc(), args.storage), file=sys.stderr, end="")
         return EXIT_ERROR
     return EXIT_OK
 
