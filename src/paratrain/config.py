@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -58,6 +59,32 @@ def _check_fraction(name: str, value: Any) -> None:
         raise ConfigError(f"{name}={value!r} must be in [0, 1)")
 
 
+def _check_text(name: str, value: Any, *, path: bool = False) -> str | None:
+    """None or text (a path may also be given as a pathlib.Path); returns it as str."""
+    if value is None or isinstance(value, str):
+        return value
+    if path and isinstance(value, os.PathLike):
+        return os.fspath(value)
+    raise ConfigError(f"{name}={value!r} must be text{' (a path)' if path else ''}, not {type(value).__name__}")
+
+
+def _check_flag(name: str, value: Any) -> None:
+    # A YAML `shuffle: 0.5` or `overlap: "no"` must not pass as true.
+    if not isinstance(value, bool):
+        raise ConfigError(f"{name}={value!r} must be true or false")
+
+
+def _check_names(name: str, value: Any) -> tuple[str, ...]:
+    """Column names: a list of text, or one text with commas ('id,date')."""
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+    if isinstance(value, (list, tuple)) and all(isinstance(item, str) for item in value):
+        return tuple(value)
+    raise ConfigError(f"{name}={value!r} must be a list of column names, e.g. ['id', 'date']")
+
+
 def _check_int(name: str, value: Any, minimum: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int):
         raise ConfigError(f"{name}={value!r} must be an integer")
@@ -89,7 +116,10 @@ class DataConfig:
     """Shuffle training rows each epoch (turn off only for exact-equivalence checks)."""
 
     def __post_init__(self) -> None:
-        self.drop = tuple(self.drop or ())
+        self.path = _check_text("path", self.path, path=True)
+        self.target = _check_text("target", self.target)
+        self.drop = _check_names("drop", self.drop)
+        _check_flag("shuffle", self.shuffle)
         _check_choice("task", self.task, _TASKS)
         if self.impute is not None:
             _check_choice("impute", self.impute, ("mean", "median"))
@@ -125,6 +155,8 @@ class ModelConfig:
         _check_choice("model", self.model, _MODELS)
         if isinstance(self.hidden, str):
             self.hidden = parse_int_list("hidden", self.hidden)
+        if not isinstance(self.hidden, (list, tuple)):
+            raise ConfigError(f"hidden={self.hidden!r} must be a list of layer sizes, e.g. [64, 64]")
         self.hidden = tuple(self.hidden)
         for size in self.hidden:
             _check_int("hidden", size, 1)
@@ -132,6 +164,8 @@ class ModelConfig:
         _check_fraction("dropout", self.dropout)
         _check_choice("norm", self.norm, _NORMS)
         _check_int("degree", self.degree, 1)
+        self.formula = _check_text("formula", self.formula)
+        self.family = _check_text("family", self.family)
         if self.model == "formula" and not (self.formula or self.family):
             raise ConfigError("model='formula' needs a formula (--formula 'b1*exp(b2*x)') or a family (--family exponential)")
         if self.formula and self.family:
@@ -252,6 +286,11 @@ class ParallelConfig:
         _check_int("sync_warmup", self.sync_warmup, 0)
         if self.max_staleness is not None:
             _check_int("max_staleness", self.max_staleness, 0)
+        _check_flag("error_feedback", self.error_feedback)
+        _check_flag("overlap", self.overlap)
+        self.compress = _check_text("compress", self.compress)
+        if not isinstance(self.strategy, str):
+            raise ConfigError(f"strategy={self.strategy!r} must be a strategy name; see `paratrain strategies`")
         # Imported here: the registry imports torch, which config users may not need yet.
         from paratrain.strategies import strategy_class
 
@@ -282,6 +321,7 @@ class OutputConfig:
     """0 quiet, 1 normal (progress and summary), 2 verbose (debug logging)."""
 
     def __post_init__(self) -> None:
+        self.out = _check_text("out", self.out, path=True)
         _check_int("verbosity", self.verbosity, 0)
 
 
@@ -359,6 +399,10 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
         loaded = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
         raise ConfigError(f"config file '{path}' is not valid YAML: {' '.join(str(exc).split())}") from None
+    except RecursionError:
+        raise ConfigError(f"config file '{path}' is nested too deeply to be a config") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file '{path}' is not UTF-8 text: {exc.reason} at byte {exc.start}") from None
     if loaded is None:
         return {}
     if not isinstance(loaded, dict):

@@ -34,17 +34,6 @@ def _finite_numbers(config: FitConfig) -> None:
                 assert math.isfinite(value), f"{name}={value} was accepted"
 
 
-# Defects in config.py that these properties found and that are not fixed yet: expected
-# failures (strict=False, so they pass once config.py checks these types). NaN/inf floats
-# and a non-mapping init were fixed by the value-hardening merge: those fields run plainly.
-WRONG_TYPE_TRACEBACK = "config.py raises TypeError/AttributeError, not ConfigError, for a value of the wrong type"
-WRONG_TYPE_ACCEPTED = "config.py accepts a value of the wrong type (a number for a name, a float for a flag)"
-KNOWN_DEFECTS = {
-    **dict.fromkeys(["hidden", "drop", "strategy"], WRONG_TYPE_TRACEBACK),
-    **dict.fromkeys(["path", "target", "out", "formula", "family", "compress", "shuffle", "overlap",
-                     "error_feedback"], WRONG_TYPE_ACCEPTED),
-}
-CLEAN_FIELDS = [name for name in FIELDS if name not in KNOWN_DEFECTS]
 
 
 def _check_accepted(config: FitConfig, values: dict) -> None:
@@ -72,9 +61,9 @@ def _config_or_error(values: dict) -> None:
     _check_accepted(config, values)
 
 
-@pytest.mark.parametrize("field", [
-    pytest.param(name, marks=pytest.mark.xfail(reason=KNOWN_DEFECTS[name], strict=False))
-    if name in KNOWN_DEFECTS else name for name in FIELDS])
+# Found by this property: wrong types for hidden, drop and strategy raised TypeError or
+# AttributeError, and names or flags accepted numbers (see ADVERSARIAL).
+@pytest.mark.parametrize("field", FIELDS)
 @settings(max_examples=600 if THOROUGH else 60)  # per field: 38 fields
 @given(data=st.data())
 def test_each_field_gives_a_config_or_a_config_error(field, data):
@@ -85,7 +74,7 @@ def test_each_field_gives_a_config_or_a_config_error(field, data):
     _config_or_error({field: data.draw(ANY_VALUE, label=field)})
 
 
-@given(values=st.dictionaries(st.sampled_from(CLEAN_FIELDS), ANY_VALUE, max_size=4))
+@given(values=st.dictionaries(st.sampled_from(FIELDS), ANY_VALUE, max_size=4))
 @example(values={"lr": 1e-2, "epochs": 3})
 @example(values={"val_fraction": float("nan")})
 @example(values={"dropout": float("inf")})
@@ -127,17 +116,10 @@ def test_any_yaml_file_gives_a_config_or_a_config_error(tmp_path, text):
         assert isinstance(error, ConfigError), error
         assert one_line(str(error)), str(error)
         return
-    except (TypeError, AttributeError) as error:
-        # Only the wrong-type defects of config.py listed above (KNOWN_DEFECTS) may end here.
-        assert set(values) & {"hidden", "drop", "strategy"} or any(
-            isinstance(v, dict) and set(v) & {"hidden", "drop", "strategy"} for v in values.values()), error
-        return
     _finite_numbers(config)
     assert not (tmp_path / "PWNED").exists()
 
 
-@pytest.mark.xfail(reason="config.py load_yaml lets yaml's RecursionError through for a deeply nested file "
-                          "(a traceback, not a ConfigError)", strict=False)
 def test_a_deeply_nested_yaml_file_is_a_config_error(tmp_path):
     path = tmp_path / "config.yaml"
     path.write_text("[" * 5000)
