@@ -18,6 +18,7 @@ from __future__ import annotations
 import datetime
 import os
 import pickle
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -29,7 +30,8 @@ import torch
 import torch.distributed as dist
 
 from paratrain.curvefit.engine import Solution
-from paratrain.launch.local import stop_workers, watch_workers
+from paratrain.launch.env import loopback_store
+from paratrain.launch.local import stop_workers, watch_workers, worker_env, write_private
 
 __all__ = ["fit_distributed", "DistributedEvaluator", "DistributedJob"]
 
@@ -93,24 +95,28 @@ def fit_distributed(problem, settings, workers: int) -> tuple[Solution, torch.Te
     job = DistributedJob(problem.model.formula.text, problem.model.param_names, problem.model.variables,
                          problem.target, problem.p0, problem.lower, problem.upper, settings, n,
                          max(1, cores // workers), problem.starts)
-    store = dist.TCPStore("127.0.0.1", 0, workers, is_master=True, wait_for_workers=False,
-                          timeout=datetime.timedelta(seconds=TIMEOUT_S))
-    with tempfile.TemporaryDirectory(prefix="paratrain-curvefit-") as scratch_dir:
-        scratch = Path(scratch_dir)
+    # The same rules as training's launcher: a store on loopback only, a private scratch folder
+    # (the workers unpickle its job file), workers that end with this process.
+    store = loopback_store(workers, TIMEOUT_S)
+    scratch = Path(tempfile.mkdtemp(prefix="paratrain-curvefit-"))
+    procs: list[subprocess.Popen] = []
+    try:
         np.save(scratch / "X.npy", problem.data.X[0].numpy())
         np.save(scratch / "y.npy", problem.data.y[0].numpy())
         np.save(scratch / "w.npy", problem.data.w[0].numpy())
-        (scratch / "job.pkl").write_bytes(pickle.dumps(job))
-        env = dict(os.environ, OMP_NUM_THREADS=str(job.threads), MKL_NUM_THREADS=str(job.threads))
-        procs = [subprocess.Popen([sys.executable, "-m", "paratrain.curvefit.worker", "--scratch", str(scratch),
-                                   "--rank", str(rank), "--world-size", str(workers), "--port", str(store.port)],
-                                  env=env) for rank in range(workers)]
-        try:
-            watch_workers(procs, scratch, label="curvefit worker")
-        finally:
-            stop_workers(procs)
-            del store
+        write_private(scratch / "job.pkl", pickle.dumps(job))
+        env = worker_env(job.threads)
+        for rank in range(workers):
+            procs.append(subprocess.Popen(
+                [sys.executable, "-m", "paratrain.curvefit.worker", "--scratch", str(scratch), "--rank", str(rank),
+                 "--world-size", str(workers), "--port", str(store.port), "--parent-pid", str(os.getpid())],
+                env=env))
+        watch_workers(procs, scratch, label="curvefit worker")
         result = torch.load(scratch / "result.pt", weights_only=True)
+    finally:
+        stop_workers(procs)
+        del store
+        shutil.rmtree(scratch, ignore_errors=True)
     solution = Solution(result["params"], result["rss"], result["R"], result["n_iter"], result["status"],
                         int(result["starts_used"]))
     return solution, result["totals"]

@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
+import signal
 import sys
 import time
 import traceback
@@ -21,7 +23,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rank", type=int, required=True)
     parser.add_argument("--world-size", type=int, required=True)
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--parent-pid", type=int, required=True)
     args = parser.parse_args(argv)
+    _end_with_parent(args.parent_pid, args.scratch)
     try:
         from paratrain.curvefit.distributed import run_worker
 
@@ -34,6 +38,20 @@ def main(argv: list[str] | None = None) -> int:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)
+
+
+def _end_with_parent(parent_pid: int, scratch: Path) -> None:
+    """A parent killed with SIGKILL cleans nothing up: then this worker removes the scratch
+    folder no one will read and ends at once (it writes nothing else that could be kept)."""
+    from paratrain.launch.lifeline import stop_with_parent
+
+    def on_parent_gone(signum, frame) -> None:
+        shutil.rmtree(scratch, ignore_errors=True)
+        os._exit(128 + signum)
+
+    signal.signal(signal.SIGHUP, on_parent_gone)
+    # The handler runs between Python instructions; inside a long collective, exit_after ends it.
+    stop_with_parent(parent_pid, signal.SIGHUP, exit_after=1.5)
 
 
 def _report(args, exc: BaseException) -> None:

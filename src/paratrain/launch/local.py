@@ -49,7 +49,7 @@ def launch_local(job: WorkerJob, workers: int, keep_fds: tuple[int, ...] = ()) -
         procs: list[subprocess.Popen] = []
         try:
             job_file = scratch / "job.pkl"
-            _write_private(job_file, pickle.dumps(job))
+            write_private(job_file, pickle.dumps(job))
             for rank in range(workers):
                 procs.append(_start_child(job_file, scratch, rank, workers, store.port, job.threads, keep_fds))
             watch_workers(procs, scratch)
@@ -67,14 +67,15 @@ def launch_local(job: WorkerJob, workers: int, keep_fds: tuple[int, ...] = ()) -
 LOOPBACK = "127.0.0.1"
 
 
-def _write_private(path: Path, data: bytes) -> None:
+def write_private(path: Path, data: bytes) -> None:
     """Write a file only this user may read (0600), whatever the umask."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as handle:
         handle.write(data)
 
 
-def _child_env(threads: int, launch_id: str) -> dict[str, str]:
+def worker_env(threads: int, launch_id: str | None = None) -> dict[str, str]:
+    """The environment of a local worker: its threads, and every socket on loopback."""
     env = dict(os.environ)
     # Threads per worker must be fixed before the OpenMP runtime starts in the child.
     env.update({"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)})
@@ -86,7 +87,8 @@ def _child_env(threads: int, launch_id: str) -> dict[str, str]:
     loopback_interface = "lo0" if sys.platform == "darwin" else "lo"
     env.update({"GLOO_SOCKET_IFNAME": loopback_interface, "TP_SOCKET_IFNAME": loopback_interface,
                 "MASTER_ADDR": LOOPBACK})
-    env[LAUNCH_ID_VARIABLE] = launch_id
+    if launch_id is not None:
+        env[LAUNCH_ID_VARIABLE] = launch_id
     return env
 
 
@@ -98,7 +100,7 @@ def _start_child(job_file: Path, scratch: Path, rank: int, world_size: int, port
         "--rank", str(rank), "--world-size", str(world_size), "--port", str(port),
         "--parent-pid", str(os.getpid()),
     ]
-    return subprocess.Popen(command, env=_child_env(threads, _launch_id(scratch)), pass_fds=keep_fds)
+    return subprocess.Popen(command, env=worker_env(threads, _launch_id(scratch)), pass_fds=keep_fds)
 
 
 def _launch_id(scratch: Path) -> str:
