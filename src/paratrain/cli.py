@@ -281,11 +281,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(details, file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt as exc:
-        print(_interrupted_message(exc), file=sys.stderr)
+        print(_interrupted_message(exc, args.command), file=sys.stderr)
         return interrupts.exit_status(exc)  # 130 for SIGINT, 143 for SIGTERM
 
 
-def _interrupted_message(exc: KeyboardInterrupt) -> str:
+def _interrupted_message(exc: KeyboardInterrupt, command: str) -> str:
     """What was stopped, and for a run, the command that continues it."""
     import shlex
     import signal
@@ -294,6 +294,8 @@ def _interrupted_message(exc: KeyboardInterrupt) -> str:
     name = signal.Signals(getattr(exc, "signum", signal.SIGINT)).name
     run_dir = getattr(exc, "run_dir", None)  # set by fit() while it held a run directory
     if run_dir is None:
+        if command == "tune":  # completed trials are kept; the study goes on where it stopped
+            return f"paratrain: interrupted by {name}; continue the search by running the same command again"
         return f"paratrain: interrupted by {name}"
     if not Path(run_dir).is_dir():  # removed: it held nothing yet
         return f"paratrain: interrupted by {name} before the first checkpoint of {run_dir}; nothing to resume"

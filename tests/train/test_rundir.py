@@ -119,7 +119,8 @@ def test_every_output_gets_the_users_umask(tmp_path, regression_csv, umask):
                           capture_output=True, text=True, timeout=100)
     assert done.returncode == 0, done.stderr[-2000:]
     files = sorted(p.name for p in out.iterdir())
-    assert files == ["checkpoint.pt", "config.yaml", "metrics.jsonl", "model.pt", "summary.json"]
+    assert files == [".lock", "checkpoint.pt", "config.yaml", "metrics.jsonl", "model.pt", "summary.json"]
+    files.remove(".lock")  # the run's lock, not an output: private (tests/train/test_runlock.py)
     modes = {name: oct((out / name).stat().st_mode & 0o777) for name in files}
     assert modes == {name: oct(0o666 & ~umask) for name in files}
     assert oct(out.stat().st_mode & 0o777) == oct(0o777 & ~umask)

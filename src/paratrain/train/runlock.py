@@ -38,6 +38,7 @@ def acquire(run_dir: str | os.PathLike) -> RunLock:
 
     run_dir = Path(run_dir)
     path = run_dir / LOCK_FILE
+    # Private, unlike the run's outputs: another user who could open it could also take the lock.
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -14,6 +14,7 @@ worker, an error) does not count, so its budget is used again.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import re
 import socket
@@ -349,6 +350,23 @@ def fail_stale_rdb_trials(study: Any) -> None:
 
 # --- one worker's loop -------------------------------------------------------------------
 
+class _NoTracebackForInterrupts(logging.Filter):
+    """Optuna logs a trial that ends by an exception with its traceback. A trial stopped by
+    Ctrl-C or SIGTERM (the user's, or the coordinator stopping its workers) is no bug:
+    keep the one-line 'Trial N failed' record, drop the traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], KeyboardInterrupt):
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+def _quiet_interrupted_trials() -> None:
+    logger = logging.getLogger("optuna.study._optimize")  # where Optuna logs failed trials
+    if not any(isinstance(f, _NoTracebackForInterrupts) for f in logger.filters):
+        logger.addFilter(_NoTracebackForInterrupts())
+
+
 def run_trials(study: Any, spec: StudySpec, objective: Callable[[dict, Any], Any], lock: Any,
                on_trial_end: Callable[[Any], None] | None = None, max_failures_in_a_row: int = 3,
                worker_name: str | None = None) -> None:
@@ -362,6 +380,7 @@ def run_trials(study: Any, spec: StudySpec, objective: Callable[[dict, Any], Any
     from paratrain.tune.space import SearchSpace
 
     space = SearchSpace.from_dict(spec.space)
+    _quiet_interrupted_trials()
     tag = owner_tag()
     finished: list[Any] = []
 
