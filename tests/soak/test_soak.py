@@ -160,7 +160,9 @@ class Soak:
             else:
                 assert proc.returncode == 0, f"{kind} {' '.join(args)} failed:\n{err[-3000:]}"
         else:
-            assert proc.returncode != 0 or "SIGINT" not in how, f"{kind} interrupted by {how} exited 0"
+            # A signal that lands as the job ends may find the work done: exit 0 then means done.
+            if proc.returncode == 0 and run is not None:
+                assert (run / "summary.json").is_file(), f"{kind} stopped by {how} exited 0 unfinished:\n{err[-3000:]}"
             if not how.startswith("SIGKILL"):
                 assert "Traceback" not in err, f"{kind} after {how} printed a traceback:\n{err[-3000:]}"
             if run is not None and (run / "checkpoint.pt").is_file() and not (run / "summary.json").is_file():
@@ -169,6 +171,14 @@ class Soak:
         if run is not None and (run / "metrics.jsonl").is_file():
             epochs = [json.loads(line)["epoch"] for line in (run / "metrics.jsonl").read_text().splitlines()]
             assert epochs == list(range(1, len(epochs) + 1)), f"{run}/metrics.jsonl epochs {epochs}"
+
+    def run_final(self) -> None:
+        """One launch that runs through, as the next run after the soak would."""
+        env = dict(os.environ, TMPDIR=str(self.tmp))
+        self.counter += 1
+        done = subprocess.run([sys.executable, "-m", "paratrain", *self._fit("ddp", 2, 1)], cwd=self.root, env=env,
+                              capture_output=True, text=True, timeout=JOB_TIMEOUT_S)
+        assert done.returncode == 0, done.stderr[-3000:]
 
     def _wait_for_no_process(self, what: str) -> None:
         deadline = time.monotonic() + ORPHAN_GRACE_S
@@ -187,6 +197,9 @@ def test_soak_leaves_nothing_behind(tmp_path):
         while time.monotonic() < deadline:
             soak.run_one()
             jobs += 1
+        # When a whole process group is killed with SIGKILL no process is left to clean up; the
+        # next launch removes what the dead one left (launch/scratch.py). This is that launch.
+        soak.run_final()
     finally:
         print(f"soak: {jobs} jobs in {SOAK_SECONDS:.0f} s", *soak.log, sep="\n")
         for pid in _processes_with(soak.marker):  # leave the machine clean even when the test fails
@@ -195,6 +208,8 @@ def test_soak_leaves_nothing_behind(tmp_path):
     assert _processes_with(soak.marker) == []
     assert _listening_sockets() - listening == set(), "listening sockets left behind"
     assert _shm_files() - shm == set(), "/dev/shm files left behind"
-    assert list(soak.tmp.iterdir()) == [], "temporary files left behind"
+    # torch keeps its compiler cache in TMPDIR/torchinductor_USER by design: a cache, not a leak.
+    left = [p.name for p in soak.tmp.iterdir() if not p.name.startswith("torchinductor_")]
+    assert left == [], f"temporary files left behind: {left}"
     assert _tmp_paratrain() - tmp == set(), "/tmp/paratrain-* left behind"
     assert _open_fds() == fds, "file handles left open in the caller"

@@ -21,7 +21,6 @@ import pickle
 import shutil
 import subprocess
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +31,7 @@ import torch.distributed as dist
 from paratrain.curvefit.engine import Solution
 from paratrain.launch.env import loopback_store
 from paratrain.launch.local import stop_workers, watch_workers, worker_env, write_private
+from paratrain.launch.scratch import make_scratch
 
 __all__ = ["fit_distributed", "DistributedEvaluator", "DistributedJob"]
 
@@ -98,7 +98,7 @@ def fit_distributed(problem, settings, workers: int) -> tuple[Solution, torch.Te
     # The same rules as training's launcher: a store on loopback only, a private scratch folder
     # (the workers unpickle its job file), workers that end with this process.
     store = loopback_store(workers, TIMEOUT_S)
-    scratch = Path(tempfile.mkdtemp(prefix="paratrain-curvefit-"))
+    scratch = make_scratch("curvefit")
     procs: list[subprocess.Popen] = []
     try:
         np.save(scratch / "X.npy", problem.data.X[0].numpy())

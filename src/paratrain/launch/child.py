@@ -17,6 +17,7 @@ import argparse
 import contextlib
 import datetime
 import faulthandler
+import json
 import logging
 import os
 import pickle
@@ -29,6 +30,7 @@ from pathlib import Path
 
 from paratrain.launch.lifeline import parent_is_gone, stop_with_parent
 from paratrain.train import interrupts
+from paratrain.train.jsonsafe import json_safe
 
 # Time a worker has to stop cleanly (finish its write, leave the collective) after its
 # launcher died, before it is ended regardless.
@@ -49,18 +51,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--parent-pid", type=int, required=True)
     args = parser.parse_args(argv)
-    # First, before torch is imported (seconds): a signal from now on stops this worker cleanly.
+    # First, before torch is imported (seconds): a signal from now on stops this worker cleanly,
+    # so everything after this line is inside the try (a stop during the imports included).
     interrupts.install()
-    signal.signal(PARENT_GONE_SIGNAL, interrupts.raise_interrupted)
-    stop_with_parent(args.parent_pid, PARENT_GONE_SIGNAL, exit_after=_EXIT_AFTER_PARENT_S)
-    # A stuck worker can be asked where it is: kill -USR1 <pid> prints its stacks.
-    faulthandler.register(signal.SIGUSR1)
-    from paratrain.train.checkpoint import save_json_atomic
-
     try:
+        signal.signal(PARENT_GONE_SIGNAL, interrupts.raise_interrupted)
+        stop_with_parent(args.parent_pid, PARENT_GONE_SIGNAL, exit_after=_EXIT_AFTER_PARENT_S)
+        # A stuck worker can be asked where it is: kill -USR1 <pid> prints its stacks.
+        faulthandler.register(signal.SIGUSR1)
         import torch.distributed as dist
 
         from paratrain.launch.worker import run_worker
+        from paratrain.train.checkpoint import save_json_atomic
 
         job = pickle.loads(args.job.read_bytes())
         timeout = datetime.timedelta(seconds=job.config.parallel.timeout_s)
@@ -82,10 +84,18 @@ def main(argv: list[str] | None = None) -> int:
             "time": time.time(),
             "signal": signum,
         }
-        save_json_atomic(report, args.scratch / f"error-{args.rank}.json")
+        _write_report(report, args.scratch / f"error-{args.rank}.json")
         if signum:
             _exit_now(128 + signum)
         return 1
+
+
+def _write_report(report: dict, path: Path) -> None:
+    """Write the error report atomically without torch: the failure may come before torch
+    is imported (a stop during start-up), and importing it then would take seconds."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(json_safe(report)))
+    os.replace(tmp, path)
 
 
 def _exit_now(status: int) -> None:

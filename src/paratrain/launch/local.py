@@ -19,12 +19,12 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 from paratrain.errors import WorkerError
 from paratrain.launch.env import loopback_store
+from paratrain.launch.scratch import launch_id, make_scratch
 from paratrain.launch.worker import WorkerJob
 from paratrain.strategies.hogwild import LAUNCH_ID_VARIABLE, remove_shared_memory
 from paratrain.train import interrupts
@@ -44,8 +44,8 @@ def launch_local(job: WorkerJob, workers: int, keep_fds: tuple[int, ...] = ()) -
     with interrupts.handled():
         # The OS picks a free port for the store (no race for a port); workers learn it from us.
         store = loopback_store(workers, job.config.parallel.timeout_s)
-        # mkdtemp makes the folder 0700: only this user can read the job file that the workers unpickle.
-        scratch = Path(tempfile.mkdtemp(prefix="paratrain-launch-"))
+        # A 0700 folder: only this user can read the job file that the workers unpickle.
+        scratch = make_scratch("launch")
         procs: list[subprocess.Popen] = []
         try:
             job_file = scratch / "job.pkl"
@@ -60,7 +60,7 @@ def launch_local(job: WorkerJob, workers: int, keep_fds: tuple[int, ...] = ()) -
             with interrupts.deferred():
                 stop_workers(procs)
                 del store
-                remove_shared_memory(_launch_id(scratch))
+                remove_shared_memory(launch_id(scratch))
                 shutil.rmtree(scratch, ignore_errors=True)
 
 
@@ -100,12 +100,7 @@ def _start_child(job_file: Path, scratch: Path, rank: int, world_size: int, port
         "--rank", str(rank), "--world-size", str(world_size), "--port", str(port),
         "--parent-pid", str(os.getpid()),
     ]
-    return subprocess.Popen(command, env=worker_env(threads, _launch_id(scratch)), pass_fds=keep_fds)
-
-
-def _launch_id(scratch: Path) -> str:
-    """The random part of the scratch folder's name: names this launch's shared-memory files."""
-    return scratch.name.removeprefix("paratrain-launch-")
+    return subprocess.Popen(command, env=worker_env(threads, launch_id(scratch)), pass_fds=keep_fds)
 
 
 def watch_workers(procs: list[subprocess.Popen], scratch: Path, label: str = "worker") -> None:
