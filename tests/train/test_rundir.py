@@ -159,3 +159,14 @@ def test_fit_warns_when_workers_outnumber_the_cores(tmp_path, regression_csv, ca
         pytest.skip("not enough memory here for one worker per core plus one")
     assert "cannot write the run directory" in str(error.value)
     assert f"workers={workers} exceeds the {workers - 1} cores" in caplog.text
+
+
+@pytest.mark.timeout(60)
+def test_resume_refuses_fewer_epochs_than_the_checkpoint_holds(tmp_path, regression_csv):
+    run_dir = tmp_path / "run"
+    fit(_config(regression_csv, run_dir, epochs=4, stop_after=2))
+    for epochs in (1, 2):
+        with pytest.raises(ConfigError, match=f"epochs={epochs} must be more than the 2 epochs"):
+            resume(run_dir, {"epochs": epochs})
+    assert not (run_dir / "model.pt").exists()
+    assert resume(run_dir, {"epochs": 3}).summary["epochs"] == 3

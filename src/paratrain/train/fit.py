@@ -23,7 +23,7 @@ from paratrain.launch.env import default_threads, under_torchrun
 from paratrain.launch.resources import available_memory_bytes, check_worker_resources, usable_cores
 from paratrain.strategies import strategy_class
 from paratrain.train import rundir
-from paratrain.train.checkpoint import save_json_atomic
+from paratrain.train.checkpoint import load_torch, save_json_atomic
 from paratrain.train.runlock import hold_run_dir
 
 log = logging.getLogger("paratrain")
@@ -89,6 +89,10 @@ def resume(run_dir: str | os.PathLike, overrides: dict[str, Any] | None = None,
         if summary_path.is_file() and json.loads(summary_path.read_text()).get("epochs", 0) >= config.train.epochs:
             raise ConfigError(f"run '{run_dir}' already finished its {config.train.epochs} epochs; "
                               "raise --epochs to train on")
+        done = _checkpoint_epoch(run_dir)
+        if done >= config.train.epochs:
+            raise ConfigError(f"epochs={config.train.epochs} must be more than the {done} epochs that '{run_dir}' "
+                              f"has trained already; give --epochs above {done}")
         source = _absolute(config.data.path)
         if source is None or not Path(source).is_file():
             raise ConfigError(f"cannot resume '{run_dir}': its data file '{config.data.path}' does not exist; "
@@ -102,6 +106,11 @@ def resume(run_dir: str | os.PathLike, overrides: dict[str, Any] | None = None,
                 log.info("removed %d unfinished temp file(s) of an interrupted write: %s", len(removed),
                          ", ".join(removed))
         return _dispatch(config, source, run_dir, resume=True, started_at=started_at, lock=lock)
+
+
+def _checkpoint_epoch(run_dir: Path) -> int:
+    """Epochs the run's checkpoint holds."""
+    return int(load_torch(run_dir / rundir.CHECKPOINT_FILE)["state"]["epoch"])
 
 
 def _check_resumable(run_dir: Path) -> None:
