@@ -52,7 +52,7 @@ class TrainedModel:
         Raises:
             DivergenceError: Naming the first non-finite parameter.
         """
-        from paratrain.train.loop import parameters_finite
+        from paratrain.train.divergence import parameters_finite
 
         if parameters_finite(self.model):  # one cheap pass: estimators check before every predict
             return

@@ -15,7 +15,7 @@ from paratrain.config import FitConfig
 from paratrain.errors import DivergenceError
 from paratrain.train.checkpoint import load_torch
 from paratrain.train.fit import fit
-from paratrain.train.loop import _first_non_finite_step, parameters_finite
+from paratrain.train.divergence import first_non_finite_step, parameters_finite
 from tests.conftest import regression_frame
 
 
@@ -102,9 +102,9 @@ def test_two_ddp_workers_stop_together_with_the_message(regression_csv, tmp_path
 def test_the_first_non_finite_step_is_found_from_the_micro_batch_losses():
     # Steps of 2, 2 and 1 micro-batches; the 4th micro-batch (step 2) is the first NaN.
     losses = torch.tensor([1.0, 2.0, 3.0, float("nan"), float("inf")], dtype=torch.float64)
-    assert _first_non_finite_step(losses, [2, 4, 5]) == 2
-    assert _first_non_finite_step(torch.tensor([1.0, float("inf")]), [1, 2]) == 2
-    assert _first_non_finite_step(torch.tensor([1.0, 2.0]), [1, 2]) == 0
+    assert first_non_finite_step(losses, [2, 4, 5]) == 2
+    assert first_non_finite_step(torch.tensor([1.0, float("inf")]), [1, 2]) == 2
+    assert first_non_finite_step(torch.tensor([1.0, 2.0]), [1, 2]) == 0
 
 
 def test_parameters_finite_sees_nan_and_infinity():

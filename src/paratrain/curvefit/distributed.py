@@ -29,7 +29,7 @@ import torch
 import torch.distributed as dist
 
 from paratrain.curvefit.engine import Solution
-from paratrain.launch.env import loopback_store
+from paratrain.launch.store import loopback_store
 from paratrain.launch.local import stop_workers, watch_workers, worker_env, write_private
 from paratrain.launch.scratch import make_scratch
 

@@ -61,22 +61,3 @@ def destroy_process_group() -> None:
     """Leave the group cleanly (an abrupt exit can abort the other ranks)."""
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
-
-
-def loopback_store(world_size: int, timeout_s: float) -> "dist.TCPStore":
-    """A rendezvous store hosted here, listening on 127.0.0.1 only, on a port the OS picks.
-
-    TCPStore binds its server to every address whatever host it is given; one
-    given a socket already bound to loopback uses that instead (and closes it).
-    """
-    import socket
-
-    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(max(128, world_size))
-    except BaseException:
-        listener.close()
-        raise
-    return dist.TCPStore("127.0.0.1", 0, world_size, is_master=True, wait_for_workers=False,
-                         timeout=datetime.timedelta(seconds=timeout_s), master_listen_fd=listener.detach())

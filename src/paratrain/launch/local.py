@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 from paratrain.errors import WorkerError
-from paratrain.launch.env import loopback_store
+from paratrain.launch.store import loopback_store
 from paratrain.launch.scratch import launch_id, make_scratch
 from paratrain.launch.worker import WorkerJob
 from paratrain.strategies.hogwild import LAUNCH_ID_VARIABLE, remove_shared_memory

@@ -44,6 +44,7 @@ import torch.distributed.rpc as rpc
 from torch.futures import Future
 
 from paratrain.errors import ConfigError
+from paratrain.launch.store import loopback_store
 from paratrain.strategies.base import CommStats, ProcessGroupStrategy, WorkerContext
 
 log = logging.getLogger("paratrain")
@@ -319,8 +320,6 @@ class AsyncParameterServerStrategy(ProcessGroupStrategy):
 
     def _init_rpc(self, ctx: WorkerContext) -> None:
         """Start RPC on a store hosted by rank 0, on a port the OS picked (no race for a port)."""
-        from paratrain.launch.env import loopback_store  # here: launch.env imports the strategies
-
         host = os.environ.get("MASTER_ADDR", "127.0.0.1")
         timeout = datetime.timedelta(seconds=self.timeout_s)
         if ctx.rank == SERVER_RANK:

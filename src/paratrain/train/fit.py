@@ -178,7 +178,7 @@ def _run_workers(config: FitConfig, source: Any, run_dir: Path, resume: bool, ca
 
 def _run_one_rank_group(job) -> dict:
     """A group of one rank in this process (e.g. ddp with workers=1), on a store we host."""
-    from paratrain.launch.env import loopback_store
+    from paratrain.launch.store import loopback_store
     from paratrain.launch.worker import run_worker
 
     store = loopback_store(1, job.config.parallel.timeout_s)

@@ -7,7 +7,6 @@ strategy's hooks. Rank 0 alone writes files and prints.
 
 from __future__ import annotations
 
-import bisect
 import contextlib
 import logging
 import math
@@ -25,6 +24,14 @@ from paratrain.models import ModelSpec, build_model
 from paratrain.strategies import Strategy, WorkerContext, create_strategy
 from paratrain.train import interrupts, rundir
 from paratrain.train.checkpoint import load_torch, save_json_atomic, save_torch_atomic
+from paratrain.train.divergence import (
+    check_finite_model,
+    checkpoint_note,
+    divergence_message,
+    first_non_finite_step,
+    parameters_finite,
+    raise_divergence,
+)
 from paratrain.train.metrics import MetricsLog, evaluation_sums, metrics_from_sums
 from paratrain.train.optim import build_optimizer, build_scheduler
 from paratrain.train.precision import Precision
@@ -134,15 +141,7 @@ def train_epoch(
         return 0.0, len(x), 0
     stacked = torch.stack(losses).double()
     total = stacked.sum().item()  # the epoch's one sync
-    return total, len(x), (_first_non_finite_step(stacked, step_ends) if not math.isfinite(total) else 0)
-
-
-def _first_non_finite_step(micro_losses: torch.Tensor, step_ends: list[int]) -> int:
-    """The 1-based step of the epoch whose loss first was not finite (0: none was)."""
-    bad = torch.nonzero(~torch.isfinite(micro_losses)).flatten()
-    if len(bad) == 0:
-        return 0  # every loss finite, only their sum overflowed
-    return bisect.bisect_right(step_ends, int(bad[0])) + 1
+    return total, len(x), (first_non_finite_step(stacked, step_ends) if not math.isfinite(total) else 0)
 
 
 def steps_per_epoch(data: PreparedData, config: FitConfig) -> int:
@@ -226,7 +225,7 @@ def run_training(config: FitConfig, worker: WorkerContext, source: Any, run_dir:
         # a shared-memory file), then tell the user where the last finite state is.
         with contextlib.suppress(Exception):
             strategy.teardown()
-        raise DivergenceError(f"{exc}{_checkpoint_note(run_dir)}") from None
+        raise DivergenceError(f"{exc}{checkpoint_note(run_dir)}") from None
     finally:
         progress.close()
     finished = stopped_early or stopped_by_callback or state.epoch >= config.train.epochs
@@ -265,7 +264,7 @@ def _run_epoch(ctx: StepContext, data: PreparedData, config: FitConfig, state: L
     bad_params = 0.0 if parameters_finite(strategy.unwrap_model(ctx.model)) else 1.0
     totals = strategy.all_reduce_sum(torch.tensor([loss_sum, rows, bad_params], dtype=torch.float64))
     if not math.isfinite(float(totals[0])) or totals[2] > 0:
-        _raise_divergence(config, state, worker, strategy, float(totals[0]), bad_step)
+        raise_divergence(config, state.epoch + 1, worker, strategy, float(totals[0]), bad_step)
     validation = _validate(ctx, data, config, strategy)
     if not math.isfinite(validation.get("val_loss", 0.0)):
         # Asynchronous strategies (hogwild, async) may change the model after the check above.
@@ -292,50 +291,6 @@ def _run_epoch(ctx: StepContext, data: PreparedData, config: FitConfig, state: L
     if inner.records:
         record["evals"] = inner.records
     return record
-
-
-def parameters_finite(model: torch.nn.Module) -> bool:
-    """True when no parameter or buffer holds NaN or infinity (one sync for the whole model).
-
-    The largest magnitude of each tensor is NaN or infinite exactly when one of its values is,
-    and measured ~8x faster than ``isfinite(t).all()`` (no boolean copy of every tensor).
-    """
-    tensors = [t.detach() for t in model.state_dict().values() if torch.is_floating_point(t) and t.numel()]
-    if not tensors:
-        return True
-    return bool(torch.isfinite(torch.stack([t.abs().max().float() for t in tensors])).all())
-
-
-def _raise_divergence(config: FitConfig, state: LoopState, worker: WorkerContext, strategy: Strategy,
-                      loss_sum: float, bad_step: int) -> None:
-    """Every rank arrives here together (it saw the same reduced sums) and raises the same error."""
-    epoch = state.epoch + 1
-    if not math.isfinite(loss_sum):
-        # Each rank knows only its own first bad step: gather them in one slot per rank.
-        slots = torch.zeros(worker.world_size, dtype=torch.float64)
-        slots[worker.rank] = bad_step
-        steps = [int(s) for s in strategy.all_reduce_sum(slots).tolist() if s > 0]
-        where = f", first at step {min(steps)} of the epoch" if steps else ""
-        what = f"the training loss became {loss_sum}{where}"
-    else:
-        what = "the model's parameters became NaN or infinite"
-    raise DivergenceError(divergence_message(config, epoch, what))
-
-
-def divergence_message(config: FitConfig, epoch: int, what: str) -> str:
-    """One line: what went wrong and where, the likely cause, what to try."""
-    tries = []
-    if config.model.model == "formula":
-        cause = ("a formula undefined on some rows (log or sqrt of a negative value, a division by zero, "
-                 "an overflowing exp), or a learning rate too high")
-        tries.append("check the formula's domain on every row of the data (and its --init values)")
-    else:
-        cause = "a learning rate too high for this model and data"
-    tries.append(f"a lower --lr, e.g. {config.optim.lr / 10:g} (a tenth)")
-    if config.train.precision != "fp32":
-        tries.append("--precision fp32")
-    return (f"training diverged at epoch {epoch}: {what}; likely cause: {cause}; "
-            f"what to try: {'; '.join(tries)}")
 
 
 class _InnerValidations:
@@ -377,24 +332,6 @@ def _validate(ctx: StepContext, data: PreparedData, config: FitConfig, strategy:
     return metrics_from_sums(strategy.all_reduce_sum(sums), data.task, data.target_scale)
 
 
-def _checkpoint_note(run_dir: Path) -> str:
-    """What is left on disk after a divergence: the last finite checkpoint, if any (a diverged epoch is never saved)."""
-    path = run_dir / rundir.CHECKPOINT_FILE
-    if not path.is_file():
-        return " (no model was saved)"
-    epoch = load_torch(path)["state"]["epoch"]
-    # No "--resume with a lower --lr" advice: a resumed optimizer keeps its stored rate,
-    # and the epochs just before a blow-up are rarely a good place to go on from.
-    return f" (no model was saved; {path} keeps epoch {epoch}, the last finite one)"
-
-
-def _check_finite_model(model: torch.nn.Module, what: str) -> None:
-    """The last guard before a file: a non-finite model is never written."""
-    if not parameters_finite(model):
-        raise DivergenceError(f"training diverged: the model's parameters are NaN or infinite; {what} was "
-                              "not written; try a lower --lr, e.g. a tenth")
-
-
 def _ask_callbacks(callbacks: Sequence[EpochCallback], record: dict[str, Any], worker: WorkerContext,
                    strategy: Strategy) -> bool:
     """Rank 0 asks the callbacks; the answer is shared so that all ranks stop together."""
@@ -426,7 +363,7 @@ def _update_early_stopping(state: LoopState, record: dict[str, Any], config: Fit
 
 
 def _save_checkpoint(run_dir: Path, model, optimizer, scheduler, scaler, state: LoopState, strategy_state: dict) -> None:
-    _check_finite_model(model, rundir.CHECKPOINT_FILE)
+    check_finite_model(model, rundir.CHECKPOINT_FILE)
     save_torch_atomic(
         {
             "model": model.state_dict(),
@@ -481,7 +418,7 @@ def _load_checkpoint(run_dir: Path, model, optimizer, scheduler, scaler, strateg
 
 
 def _save_model(run_dir: Path, model: torch.nn.Module, spec: ModelSpec, data: PreparedData, config: FitConfig) -> None:
-    _check_finite_model(model, rundir.MODEL_FILE)
+    check_finite_model(model, rundir.MODEL_FILE)
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     save_torch_atomic(
         {"format": 1, "state_dict": state, "spec": spec.to_dict(), "encoder": data.encoder.to_dict(), "task": data.task},
