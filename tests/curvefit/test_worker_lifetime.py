@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.launch.processes import HAS_PROC, alive, argument, children, listening_addresses, wait_until
+from tests.launch.processes import HAS_PROC, alive, argument, children, kill_group, listening_addresses, wait_until
 
 pytestmark = pytest.mark.skipif(not HAS_PROC, reason="reads sockets and processes through /proc")
 
@@ -42,11 +42,7 @@ def test_curvefit_workers_listen_on_loopback_and_end_with_a_killed_parent(tmp_pa
         proc.wait(timeout=30)
         gone = wait_until(lambda: not any(alive(pid) for pid in workers), timeout=2.0)
     finally:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        proc.wait()
+        kill_group(proc)
     assert gone, "curve-fit workers outlived their killed parent by more than 2 s"
     assert wait_until(lambda: not scratch.exists(), timeout=5), "the scratch folder was left behind"
     exposed = {pid: [a for a in addresses if not a.startswith("127.0.0.1:")] for pid, addresses in sockets.items()}

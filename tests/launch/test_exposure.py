@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import regression_frame
-from tests.launch.processes import HAS_PROC, argument, children, listening_addresses, start_fit, wait_for_file, wait_until
+from tests.launch.processes import HAS_PROC, argument, children, kill_group, listening_addresses, start_fit, wait_for_file, wait_until
 
 pytestmark = pytest.mark.skipif(not HAS_PROC, reason="reads sockets and processes through /proc")
 
@@ -46,11 +46,7 @@ def test_a_local_run_listens_on_loopback_only_and_keeps_its_job_private(tmp_path
         os.kill(proc.pid, signal.SIGTERM)
         proc.communicate(timeout=60)
     finally:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        proc.wait()
+        kill_group(proc)
     assert sockets[proc.pid], "the launcher hosts the rendezvous store"
     assert all(sockets[pid] for pid in workers), f"every worker listens for its peers: {sockets}"
     exposed = {pid: [a for a in addresses if not a.startswith("127.0.0.1:")] for pid, addresses in sockets.items()}

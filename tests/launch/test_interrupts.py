@@ -25,6 +25,7 @@ from tests.launch.processes import (
     argument,
     checkpoint_epoch,
     children,
+    kill_group,
     metrics_epochs,
     start_fit,
     wait_for_file,
@@ -53,16 +54,6 @@ def uninterrupted(data, tmp_path_factory) -> Path:
     done = run_cli("fit", "--data", str(data), "--target", "y", "--quiet", "--out", str(out), *FLAGS, timeout=150)
     assert done.returncode == 0, done.stderr
     return out
-
-
-def _kill_group(proc) -> None:
-    """Whatever happened, leave no process of this test behind (the group is the launcher's session)."""
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    if proc.poll() is None:
-        proc.wait()
 
 
 def _workers(proc) -> list[int]:
@@ -102,7 +93,7 @@ def test_a_signal_stops_the_run_cleanly_and_resume_finishes_it(tmp_path, data, u
             os.kill(proc.pid, signum)
         _, err = proc.communicate(timeout=60)
     finally:
-        _kill_group(proc)
+        kill_group(proc)
     name = signal.Signals(signum).name
     assert proc.returncode == 128 + signum, err  # 130 for SIGINT, 143 for SIGTERM
     assert err.strip().splitlines()[-1] == f"paratrain: interrupted by {name}; continue with: paratrain fit --resume {run_dir}"
@@ -128,7 +119,7 @@ def test_workers_do_not_outlive_a_killed_launcher(tmp_path, data, uninterrupted)
         assert wait_until(lambda: not any(alive(pid) for pid in workers), timeout=10)
         gone_after = time.monotonic() - killed_at
     finally:
-        _kill_group(proc)
+        kill_group(proc)
     assert gone_after < 2.0, f"workers outlived their launcher by {gone_after:.2f} s"
     assert wait_until(lambda: not scratch.exists(), timeout=5), "the workers left the scratch folder"
     _assert_consistent(run_dir)
@@ -154,7 +145,7 @@ def test_a_second_writer_is_refused_while_the_run_is_going(tmp_path, data):
         os.kill(proc.pid, signal.SIGTERM)
         proc.communicate(timeout=60)
     finally:
-        _kill_group(proc)
+        kill_group(proc)
     _assert_consistent(run_dir)
 
 
@@ -168,7 +159,7 @@ def test_a_run_stopped_before_its_first_checkpoint_says_there_is_nothing_to_resu
         os.kill(proc.pid, signal.SIGTERM)
         _, err = proc.communicate(timeout=60)
     finally:
-        _kill_group(proc)
+        kill_group(proc)
     assert proc.returncode == 143, err
     # The run directory held only its config: it is removed, and the message says there is nothing to resume.
     assert err.strip().splitlines()[-1] == (f"paratrain: interrupted by SIGTERM before the first checkpoint of {run_dir}; "

@@ -34,7 +34,7 @@ from paratrain.strategies.hogwild import (
 from paratrain.train.checkpoint import load_torch
 from paratrain.train.fit import fit, resume
 from tests.conftest import assert_states_close, model_state, regression_frame
-from tests.launch.processes import alive, argument, children, start_fit, wait_for_file, wait_until
+from tests.launch.processes import alive, argument, children, kill_group, start_fit, wait_for_file, wait_until
 
 LOSS_RATIO = 1.5
 MIN_R2 = 0.85
@@ -193,11 +193,7 @@ def test_the_shared_file_is_private_and_nothing_is_left_after_the_launcher_is_ki
         proc.wait()
         assert wait_until(lambda: not any(alive(pid) for pid in workers), timeout=10)
     finally:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        proc.wait()
+        kill_group(proc)
     assert set(modes) == set(workers), "every worker maps the shared parameters"
     assert set(modes.values()) == {0o600}, {pid: oct(mode) for pid, mode in modes.items()}
     assert not [name for name in _shm_files() if name.startswith(f"{SHM_PREFIX}{launch_id}-")]
