@@ -336,16 +336,24 @@ def _pow(u, v, du: dict | None, dv: dict | None, derivatives: bool, ws: Workspac
     value = np.power(u, v)
     if not derivatives or not (du or dv):
         return _wrap(value), None
-    # torch's conventions: d/du is 0 where v == 0; d/dv is 0 where u == 0 and v >= 0.
+    # torch's conventions: d/du is 0 where v == 0; d/dv is 0 where u == 0 and v >= 0. torch
+    # masks after the chain rule, so the u-term is 0 there even when u's own tangent is not
+    # finite (u = a/0, say): the mask is applied to the product, not to the factor alone.
     if du:
-        if np.ndim(v) == 0:
-            base = _wrap(np.float64(0.0) if v == 0 else v * np.power(u, v - 1.0))
-        else:
-            base = _wrap(np.where(v == 0, 0.0, v * np.power(u, v - 1.0)))
+        base = _wrap(v * np.power(u, v - 1.0))
+        zero_exponent = v == 0
     if dv:
         exponent = _wrap(np.where((u == 0) & (v >= 0), 0.0, value * np.log(u)))
-    tangent = _combine(du, dv, lambda s: _mul(s, base, ws), lambda t: _mul(t, exponent, ws),
-                       lambda s, t: _add(_mul(s, base, ws), _mul(t, exponent, ws), ws))
+
+    def through_u(s: tuple) -> tuple:
+        if not np.any(zero_exponent):
+            return _mul(s, base, ws)
+        if np.ndim(zero_exponent) == 0:
+            return np.float64(0.0), None
+        return _wrap(np.where(zero_exponent, 0.0, dense(_mul(s, base, ws), ws)))
+
+    tangent = _combine(du, dv, through_u, lambda t: _mul(t, exponent, ws),
+                       lambda s, t: _add(through_u(s), _mul(t, exponent, ws), ws))
     return _wrap(value), tangent
 
 
