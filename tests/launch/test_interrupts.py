@@ -70,6 +70,18 @@ def _assert_consistent(run_dir: Path) -> int:
     return len(epochs)
 
 
+def _start_past_a_checkpoint(data: Path, run_dir: Path):
+    """A run with its first checkpoint written: (launcher, worker pids, scratch folder)."""
+    proc = start_fit(data, run_dir, *FLAGS)
+    try:
+        wait_for_file(proc, run_dir / "checkpoint.pt")
+        workers = _workers(proc)
+        return proc, workers, Path(argument(workers[0], "--scratch"))
+    except BaseException:
+        kill_group(proc)
+        raise
+
+
 def _assert_resume_matches(run_dir: Path, uninterrupted: Path) -> None:
     done = run_cli("fit", "--resume", str(run_dir), "--quiet", timeout=150)
     assert done.returncode == 0, done.stderr
@@ -82,11 +94,8 @@ def _assert_resume_matches(run_dir: Path, uninterrupted: Path) -> None:
 @pytest.mark.parametrize("to_group", [False, True], ids=["parent", "group"])
 def test_a_signal_stops_the_run_cleanly_and_resume_finishes_it(tmp_path, data, uninterrupted, signum, to_group):
     run_dir = tmp_path / "run"
-    proc = start_fit(data, run_dir, *FLAGS)
+    proc, workers, scratch = _start_past_a_checkpoint(data, run_dir)
     try:
-        wait_for_file(proc, run_dir / "checkpoint.pt")
-        workers = _workers(proc)
-        scratch = Path(argument(workers[0], "--scratch"))
         if to_group:
             os.killpg(proc.pid, signum)  # a terminal's Ctrl-C, or `kill -TERM -PGID`
         else:
@@ -108,11 +117,8 @@ def test_a_signal_stops_the_run_cleanly_and_resume_finishes_it(tmp_path, data, u
 @pytest.mark.timeout(300)
 def test_workers_do_not_outlive_a_killed_launcher(tmp_path, data, uninterrupted):
     run_dir = tmp_path / "run"
-    proc = start_fit(data, run_dir, *FLAGS)
+    proc, workers, scratch = _start_past_a_checkpoint(data, run_dir)
     try:
-        wait_for_file(proc, run_dir / "checkpoint.pt")
-        workers = _workers(proc)
-        scratch = Path(argument(workers[0], "--scratch"))
         os.kill(proc.pid, signal.SIGKILL)  # no handler runs in the launcher
         proc.wait()
         killed_at = time.monotonic()
