@@ -276,9 +276,15 @@ class ParallelConfig:
     shares arrive one step later); False waits every step (RATIO 1 is then exactly synchronous)."""
     max_staleness: int | None = None
     """async: a worker more than this many updates ahead of the slowest one waits (None: unbounded)."""
+    link: str = "loopback"
+    """How the local workers are joined: 'loopback', or an emulated network such as '100mbit' or
+    '1gbit' (each worker in its own network namespace, the link limited with tc; needs root)."""
 
     def __post_init__(self) -> None:
         _check_int("workers", self.workers, 1)
+        from paratrain.launch.links import parse_link
+
+        self.link = parse_link(self.link).name
         if self.threads is not None:
             _check_int("threads", self.threads, 1)
         _check_positive("timeout_s", self.timeout_s)

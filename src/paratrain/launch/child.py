@@ -61,13 +61,12 @@ def main(argv: list[str] | None = None) -> int:
         faulthandler.register(signal.SIGUSR1)
         import torch.distributed as dist
 
-        from paratrain.launch.worker import run_worker
         from paratrain.train.checkpoint import save_json_atomic
 
-        job = pickle.loads(args.job.read_bytes())
-        timeout = datetime.timedelta(seconds=job.config.parallel.timeout_s)
+        job = pickle.loads(args.job.read_bytes())  # a launch.local.Job
+        timeout = datetime.timedelta(seconds=job.timeout_s)
         store = dist.TCPStore("127.0.0.1", args.port, args.world_size, is_master=False, timeout=timeout)
-        result = run_worker(job, args.rank, args.world_size, args.rank, store)
+        result = job.run(args.rank, args.world_size, args.rank, store)
         save_json_atomic(result or {}, args.scratch / f"result-{args.rank}.json")
         return 0
     except BaseException as exc:  # noqa: BLE001 - every failure must reach the launcher

@@ -21,11 +21,11 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Protocol
 
 from paratrain.errors import WorkerError
 from paratrain.launch.store import loopback_store
 from paratrain.launch.scratch import launch_id, make_scratch
-from paratrain.launch.worker import WorkerJob
 from paratrain.strategies.hogwild import LAUNCH_ID_VARIABLE, remove_shared_memory
 from paratrain.train import interrupts
 
@@ -33,7 +33,25 @@ _POLL_SECONDS = 0.05
 _GRACE_SECONDS = 5.0
 
 
-def launch_local(job: WorkerJob, workers: int, keep_fds: tuple[int, ...] = ()) -> dict:
+class Job(Protocol):
+    """What a launched worker runs: picklable (a module-level class), sent to every worker.
+
+    ``WorkerJob`` (training) is one; a benchmark of collectives or a plain PyTorch loop can be
+    another, and reuse the launcher's store, error reports and clean-up.
+    """
+
+    threads: int
+    """Intra-op threads of each worker."""
+
+    @property
+    def timeout_s(self) -> float:
+        """Seconds the rendezvous and every collective may wait."""
+
+    def run(self, rank: int, world_size: int, local_rank: int, store) -> dict | None:
+        """The worker's work; rank 0's returned dict is the launch's result (JSON)."""
+
+
+def launch_local(job: Job, workers: int, keep_fds: tuple[int, ...] = ()) -> dict:
     """Run ``job`` on ``workers`` local processes; return rank 0's result or raise WorkerError.
 
     ``keep_fds`` are passed on to every worker (the run directory's lock: then
@@ -43,7 +61,7 @@ def launch_local(job: WorkerJob, workers: int, keep_fds: tuple[int, ...] = ()) -
     """
     with interrupts.handled():
         # The OS picks a free port for the store (no race for a port); workers learn it from us.
-        store = loopback_store(workers, job.config.parallel.timeout_s)
+        store = loopback_store(workers, job.timeout_s)
         # A 0700 folder: only this user can read the job file that the workers unpickle.
         scratch = make_scratch("launch")
         procs: list[subprocess.Popen] = []

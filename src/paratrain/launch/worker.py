@@ -29,6 +29,15 @@ class WorkerJob:
     threads: int
     callbacks: tuple = ()
 
+    @property
+    def timeout_s(self) -> float:
+        """Seconds the rendezvous and every collective may wait."""
+        return self.config.parallel.timeout_s
+
+    def run(self, rank: int, world_size: int, local_rank: int, store: "dist.Store | None" = None) -> dict | None:
+        """What a launched worker process does with this job (see launch.local.Job)."""
+        return run_worker(self, rank, world_size, local_rank, store)
+
 
 def run_worker(job: WorkerJob, rank: int, world_size: int, local_rank: int, store: "dist.Store | None" = None) -> dict | None:
     """Set up threads, device and process group; train; always leave the group."""
