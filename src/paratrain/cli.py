@@ -305,5 +305,22 @@ def _interrupted_message(exc: KeyboardInterrupt, command: str) -> str:
     return f"paratrain: interrupted by {name}; continue with: paratrain fit --resume {shlex.quote(str(run_dir))}"
 
 
+def run() -> None:
+    """The `paratrain` command (and `python -m paratrain`): run, then exit with main's status.
+
+    A rank started by torchrun ends at once after flushing its output: the run is written
+    and the process group left, and the interpreter's teardown of gloo's threads sometimes
+    aborts a finished rank ("terminate called without an active exception"), which torchrun
+    reports as a failed job."""
+    status = main()
+    if "torch.distributed" in sys.modules:  # only then can this be a torchrun rank that trained
+        from paratrain.launch.env import under_torchrun
+        from paratrain.launch.lifeline import exit_now
+
+        if under_torchrun():
+            exit_now(status)
+    sys.exit(status)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

@@ -301,9 +301,9 @@ class ParallelConfig:
         from paratrain.strategies import strategy_class
 
         cls = strategy_class(self.strategy)  # ConfigError listing the known names
-        if self.compress and cls.name != "ddp":
-            raise ConfigError(f"compress={self.compress!r} needs strategy='ddp', but strategy={self.strategy!r}; "
-                              "drop --compress or use --strategy ddp")
+        if self.compress and not cls.supports_compression:
+            raise ConfigError(f"compress={self.compress!r} needs a strategy that supports compression (ddp), "
+                              f"but strategy={self.strategy!r}; drop --compress or use --strategy ddp")
         cls(_strategy_argument(self.strategy), self)  # validates 'localsgd:8', compress=..., etc.
         if not cls.needs_process_group and self.workers != 1:
             raise ConfigError(

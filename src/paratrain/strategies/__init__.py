@@ -46,10 +46,45 @@ def strategy_class(spec: str) -> type[Strategy]:
     return registry[name]
 
 
+def split_contender(spec: str) -> tuple[str, str | None]:
+    """'ddp+topk:0.01' -> ('ddp', 'topk:0.01'); 'localsgd:8' -> ('localsgd:8', None).
+
+    A contender (bench's and advise's unit) is a strategy, optionally with the gradient
+    compression after a '+'. ConfigError for an unknown strategy or a compression the
+    strategy does not support."""
+    strategy, sep, compress = spec.partition("+")
+    cls = strategy_class(strategy)
+    if sep and not cls.supports_compression:
+        able = [name for name, c in _registry().items() if c.supports_compression]
+        raise ConfigError(f"{spec!r}: strategy {strategy!r} takes no compression ('+{compress}'); "
+                          f"compression applies to: {', '.join(able)}")
+    if sep and not compress:
+        raise ConfigError(f"{spec!r}: nothing after '+'; give a compression such as {strategy}+topk:0.01")
+    return strategy, (compress if sep else None)
+
+
+def default_contenders(include_single: bool = True) -> list[str]:
+    """Every way to train that bench and advise try by default, from the registry's capabilities:
+    each strategy's ``bench_specs``, and those that support compression once more with each of
+    ``compression.BENCH_COMPRESSORS``. Diagnostic probes (``stale``) are left out."""
+    from paratrain.strategies.compression import BENCH_COMPRESSORS
+
+    specs: list[str] = []
+    for cls in _registry().values():
+        if cls.diagnostic_only or (cls.name == "single" and not include_single):
+            continue
+        for spec in cls.bench_specs:
+            specs.append(spec)
+            if cls.supports_compression:
+                specs.extend(f"{spec}+{compressor}" for compressor in BENCH_COMPRESSORS)
+    return specs
+
+
 def create_strategy(spec: str, options=None) -> Strategy:
     """Build a strategy object from its name (and optional ':argument') and the run's ParallelConfig."""
     _, argument = split_strategy_name(spec)
     return strategy_class(spec)(argument, options)
 
 
-__all__ = ["Strategy", "WorkerContext", "create_strategy", "known_strategies", "strategy_class", "split_strategy_name"]
+__all__ = ["Strategy", "WorkerContext", "create_strategy", "default_contenders", "known_strategies", "split_contender",
+           "split_strategy_name", "strategy_class"]

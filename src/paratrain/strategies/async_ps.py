@@ -205,6 +205,7 @@ class AsyncParameterServerStrategy(ProcessGroupStrategy):
     """Trainers push gradients to a parameter server without waiting for each other."""
 
     name = "async"
+    bench_specs = ("async",)
     supports_accumulation = True
     description = "asynchronous parameter server on rank 0 (bounded staleness with --max-staleness)"
 

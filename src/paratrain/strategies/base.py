@@ -74,6 +74,18 @@ class Strategy:
     Hogwild's private optimizers): every rank then checkpoints its own, and a resumed run
     continues each worker where it stopped."""
     description: ClassVar[str] = ""
+    runs_across_hosts: ClassVar[bool] = True
+    """False when the workers must share one machine (Hogwild's shared-memory model): such a
+    strategy cannot run on emulated hosts (``link``) or across torchrun nodes."""
+    supports_compression: ClassVar[bool] = False
+    """True when ``compress`` (fp16, bf16, int8, topk:RATIO, powersgd:RANK) applies to it."""
+    diagnostic_only: ClassVar[bool] = False
+    """True for a probe that is not a way to train (``stale``): bench runs it only when named,
+    and advise never recommends it."""
+    bench_specs: ClassVar[tuple[str, ...]] = ()
+    """The spellings of this strategy that bench and advise try by default (``localsgd:8``);
+    a strategy that supports compression is also tried with each of
+    ``compression.BENCH_COMPRESSORS`` (``ddp+topk:0.01``)."""
 
     def __init__(self, argument: str | None = None, options: "ParallelConfig | None" = None) -> None:
         """``argument`` is the text after ':' in the name; ``options`` the run's ParallelConfig.

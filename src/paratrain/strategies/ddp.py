@@ -27,6 +27,8 @@ class DistributedDataParallelStrategy(ProcessGroupStrategy):
     """Synchronous all-reduce of gradients every optimizer step, optionally compressed."""
 
     name = "ddp"
+    supports_compression = True
+    bench_specs = ("ddp",)
     description = "synchronous data parallel (all-reduce of gradients every step; --compress to compress)"
 
     def __init__(self, argument: str | None = None, options: "ParallelConfig | None" = None) -> None:

@@ -85,6 +85,8 @@ class HogwildStrategy(ProcessGroupStrategy):
     """Lock-free updates of parameters shared in memory by the workers of one machine."""
 
     name = "hogwild"
+    runs_across_hosts = False  # the model lives in this machine's shared memory
+    bench_specs = ("hogwild",)
     description = "lock-free updates of shared-memory parameters by N processes on one machine (Hogwild!)"
     replicas_differ = True  # each worker's optimizer state is its own
 

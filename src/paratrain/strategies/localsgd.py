@@ -33,6 +33,7 @@ class LocalSGD(ProcessGroupStrategy):
     """Workers train alone and average parameters every PERIOD optimizer steps."""
 
     name = "localsgd"
+    bench_specs = ("localsgd:8",)
     description = "local SGD: workers step alone, parameters averaged every PERIOD steps (localsgd:8)"
     replicas_differ = True
 

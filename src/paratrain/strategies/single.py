@@ -9,4 +9,5 @@ class SingleProcess(Strategy):
     """One process using all its intra-op threads; the reference every strategy is checked against."""
 
     name = "single"
+    bench_specs = ("single",)
     description = "one process using intra-op threads; the baseline"

@@ -55,6 +55,7 @@ class SparseAveraging(ProcessGroupStrategy):
     """Workers step alone; every step each shares the largest RATIO of its unshared parameter change."""
 
     name = "sparse"
+    bench_specs = ("sparse:0.01",)
     description = ("sparse model averaging: every step each worker shares the largest RATIO of its unshared "
                    "update (sparse:0.01)")
     replicas_differ = True

@@ -36,6 +36,7 @@ class StaleGradients(Strategy):
     """One process; each gradient is taken at the parameters of DELAY steps before."""
 
     name = "stale"
+    diagnostic_only = True
     description = ("diagnostic: one process whose gradients are DELAY steps old (stale:1), to measure what "
                    "asynchronous training's staleness costs a model")
 
