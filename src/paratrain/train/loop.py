@@ -32,7 +32,7 @@ from paratrain.train.divergence import (
     parameters_finite,
     raise_divergence,
 )
-from paratrain.train.metrics import MetricsLog, evaluation_sums, metrics_from_sums
+from paratrain.train.metrics import MetricsLog, evaluation_sums, metrics_from_sums, peak_memory_bytes
 from paratrain.train.optim import build_optimizer, build_scheduler
 from paratrain.train.precision import Precision
 from paratrain.train.progress import EpochProgress
@@ -262,7 +262,10 @@ def _run_epoch(ctx: StepContext, data: PreparedData, config: FitConfig, state: L
     # Whether this rank's parameters are finite rides on the all-reduce the loss needs anyway,
     # so that every rank learns that one diverged, and all stop together.
     bad_params = 0.0 if parameters_finite(strategy.unwrap_model(ctx.model)) else 1.0
-    totals = strategy.all_reduce_sum(torch.tensor([loss_sum, rows, bad_params], dtype=torch.float64))
+    # Each rank's peak memory rides along in its own slot (the sum of one-hot slots gathers them).
+    peaks = [0.0] * worker.world_size
+    peaks[worker.rank] = float(peak_memory_bytes(worker.device))
+    totals = strategy.all_reduce_sum(torch.tensor([loss_sum, rows, bad_params, *peaks], dtype=torch.float64))
     if not math.isfinite(float(totals[0])) or totals[2] > 0:
         raise_divergence(config, state.epoch + 1, worker, strategy, float(totals[0]), bad_step)
     validation = _validate(ctx, data, config, strategy)
@@ -288,6 +291,7 @@ def _run_epoch(ctx: StepContext, data: PreparedData, config: FitConfig, state: L
     record["samples_per_s"] = global_rows / train_seconds if train_seconds > 0 else None
     record["seconds"] = seconds
     record["train_seconds"] = train_seconds
+    record["peak_memory_bytes"] = int(max(totals[3:].tolist()))  # the largest rank's peak so far
     if inner.records:
         record["evals"] = inner.records
     return record
@@ -438,7 +442,7 @@ def _summary(config: FitConfig, worker: WorkerContext, state: LoopState, records
         "stopped_early": stopped_early,
     }
     for key in ("train_loss", "val_loss", "val_r2", "val_r2_note", "val_rmse", "val_accuracy", "comm_bytes_per_step",
-                "compression_ratio"):
+                "compression_ratio", "peak_memory_bytes"):
         if key in last:
             summary[key] = last[key]
     summary["best_val_loss"] = state.best_val_loss

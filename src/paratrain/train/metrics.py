@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import resource
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +42,16 @@ def evaluation_sums(
             sums[COUNT] += len(xb)
     model.train(was_training)
     return sums
+
+
+def peak_memory_bytes(device: torch.device) -> int:
+    """This process's peak memory so far: allocated CUDA memory on a GPU, else the peak resident set
+    (ru_maxrss: KiB on Linux, bytes on macOS). The resident peak never falls, so in a process that ran
+    other work first (a single-process run inside a benchmark) it covers that work too."""
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device))
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak if sys.platform == "darwin" else peak * 1024)
 
 
 R2_UNDEFINED = "the validation target is constant: R² is undefined"
