@@ -258,13 +258,24 @@ def build_parser() -> argparse.ArgumentParser:
     from paratrain.curvefit.cli import add_parser as add_curvefit_parser
     from paratrain.tune.cli import add_parsers as add_tune_parsers
 
+    from paratrain.bench.cli import add_parsers as add_bench_parsers
+
     add_curvefit_parser(commands)
     add_tune_parsers(commands)
+    add_bench_parsers(commands)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["bench"]:
+        # Before build_parser loads torch (and OpenMP reads its settings): bench runs one-process
+        # rows in this process, whose threads must wait passively like those of launched workers,
+        # or they spin and thrash on a loaded machine (measured 85x slower on 2 busy cores).
+        import os
+
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     args = build_parser().parse_args(argv)
     handler: Callable[[argparse.Namespace], int] = args.handler
     from paratrain.train import interrupts

@@ -134,7 +134,7 @@ def choose_targets(config: BenchConfig, rows: Sequence[BenchRow], runs: Sequence
         return [config.target_loss] * config.repeat, "given"
     candidates = [row for row in rows if row.kind in ("strategy", "reference")]
     reference = next((row for row in candidates if row.spec == BASELINE), candidates[0] if candidates else rows[0])
-    epoch = math.ceil(int(config.fit.get("epochs", 2)) / 2)
+    epoch = math.ceil(config.epochs / 2)
     targets = []
     for rep in range(config.repeat):
         run = next(r for r in runs if r.row == reference.key and r.rep == rep)
@@ -180,7 +180,7 @@ def _mark_ties(results: Sequence[RowResult]) -> None:
 def _row_result(config: BenchConfig, row: BenchRow, runs: list[RunRecord], targets: Sequence[float]) -> RowResult:
     per_rep_sps = [_median_after_first(run.records, "samples_per_s") for run in runs]
     per_rep_sps = [v for v in per_rep_sps if v]
-    rows_per_step = int(config.fit.get("batch_size", 256)) * int(config.fit.get("accumulate", 1)) * row.workers
+    rows_per_step = config.rows_per_step * row.workers
     reached = [_seconds_to(run.records, targets[run.rep]) for run in runs]
     curves = [[(v.train_seconds, v.val_loss) for v in validations(run.records)] for run in runs]
     finals = [run.final_val_loss for run in runs if run.final_val_loss is not None]

@@ -68,9 +68,9 @@ class BenchConfig:
                               "no such file")
         from paratrain.config import FitConfig
 
-        FitConfig.from_dict(self.fit)  # the workload's own errors, before anything runs
-        if self.fit.get("epochs", 1) < 2:
-            raise ConfigError(f"epochs={self.fit.get('epochs')!r} must be >= 2: the first epoch is a warm-up "
+        self.resolved = FitConfig.from_dict(self.fit)  # the workload's own errors, before anything runs
+        if self.resolved.train.epochs < 2:
+            raise ConfigError(f"epochs={self.resolved.train.epochs!r} must be >= 2: the first epoch is a warm-up "
                               "that samples/s leaves out")
 
     @classmethod
@@ -88,7 +88,16 @@ class BenchConfig:
 
     @property
     def seed(self) -> int:
-        return int(self.fit.get("seed", 0))
+        return self.resolved.train.seed
+
+    @property
+    def epochs(self) -> int:
+        return self.resolved.train.epochs
+
+    @property
+    def rows_per_step(self) -> int:
+        """Rows of one optimizer step on one worker."""
+        return self.resolved.train.batch_size * self.resolved.train.accumulate
 
 
 @dataclass
@@ -160,7 +169,7 @@ def run_row(config: BenchConfig, row: BenchRow, rep: int, out: Path) -> RunRecor
     wall = time.perf_counter() - started
     records = MetricsLog(Path(result.run_dir) / rundir.METRICS_FILE).read()
     summary = result.summary or {}
-    hit = bool(summary.get("stopped_by_callback")) and len(records) < int(config.fit.get("epochs", 0))
+    hit = bool(summary.get("stopped_by_callback")) and len(records) < config.epochs
     return RunRecord(row.key, rep, records, summary.get("val_loss"), wall, hit)
 
 
@@ -176,7 +185,7 @@ def _run_torch_ddp(config: BenchConfig, row: BenchRow, rep: int, fit_config, thr
     # The link argument exists only with the namespace launcher: passed only when emulated.
     result = launch_local(job, row.workers, link=link) if link.emulated else launch_local(job, row.workers)
     records = result["records"]
-    hit = len(records) < int(config.fit.get("epochs", 0))
+    hit = len(records) < config.epochs
     return RunRecord(row.key, rep, records, records[-1]["val_loss"] if records else None,
                      time.perf_counter() - started, hit)
 
