@@ -64,6 +64,9 @@ def build_bench_config(args: argparse.Namespace):
     from paratrain.errors import ConfigError
     from paratrain.launch.links import parse_links
 
+    from paratrain.bench.contenders import parse_contenders
+
+    parse_contenders(args.strategies)  # a typo fails at once, before any data is made or read
     shared = {"contenders": args.strategies, "workers": parse_int_list("workers", args.workers),
               "links": [link.name for link in parse_links(args.link, "link")], "repeat": args.repeat,
               "target_loss": args.target_loss, "max_seconds_per_run": args.max_seconds_per_run,
