@@ -180,7 +180,8 @@ def _mark_ties(results: Sequence[RowResult]) -> None:
 def _row_result(config: BenchConfig, row: BenchRow, runs: list[RunRecord], targets: Sequence[float]) -> RowResult:
     per_rep_sps = [_median_after_first(run.records, "samples_per_s") for run in runs]
     per_rep_sps = [v for v in per_rep_sps if v]
-    rows_per_step = config.rows_per_step * row.workers
+    batch = int(row.fields.get("batch_size", config.resolved.train.batch_size))
+    rows_per_step = batch * config.resolved.train.accumulate * row.workers
     reached = [_seconds_to(run.records, targets[run.rep]) for run in runs]
     curves = [[(v.train_seconds, v.val_loss) for v in validations(run.records)] for run in runs]
     finals = [run.final_val_loss for run in runs if run.final_val_loss is not None]

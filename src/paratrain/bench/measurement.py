@@ -115,6 +115,8 @@ class RunRecord:
     """The whole run as the user waits for it: start-up, data preparation, validation, teardown."""
     budget_hit: bool = False
     """Stopped by max_seconds_per_run before its last epoch."""
+    load_average: float = 0.0
+    """The machine's 1-minute load average when the run ended."""
 
 
 @dataclass
@@ -170,7 +172,7 @@ def run_row(config: BenchConfig, row: BenchRow, rep: int, out: Path) -> RunRecor
     records = MetricsLog(Path(result.run_dir) / rundir.METRICS_FILE).read()
     summary = result.summary or {}
     hit = bool(summary.get("stopped_by_callback")) and len(records) < config.epochs
-    return RunRecord(row.key, rep, records, summary.get("val_loss"), wall, hit)
+    return RunRecord(row.key, rep, records, summary.get("val_loss"), wall, hit, os.getloadavg()[0])
 
 
 def _run_torch_ddp(config: BenchConfig, row: BenchRow, rep: int, fit_config, threads: int) -> RunRecord:
@@ -187,7 +189,7 @@ def _run_torch_ddp(config: BenchConfig, row: BenchRow, rep: int, fit_config, thr
     records = result["records"]
     hit = len(records) < config.epochs
     return RunRecord(row.key, rep, records, records[-1]["val_loss"] if records else None,
-                     time.perf_counter() - started, hit)
+                     time.perf_counter() - started, hit, os.getloadavg()[0])
 
 
 def _check_links(config: BenchConfig) -> None:

@@ -36,21 +36,20 @@ from __future__ import annotations
 import math
 import os
 import statistics
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
-import pandas as pd
-
+from paratrain.bench.analysis import Validation, validations
 from paratrain.bench.training import Progress, _stderr, environment
 from paratrain.errors import ConfigError
 
+if TYPE_CHECKING:
+    from paratrain.bench.contenders import BenchRow
+    from paratrain.bench.measurement import BenchConfig
+
 REFERENCE = "single"
 """Key of the row the target loss is taken from: one process on every core."""
-EFFICIENT = ("ddp-topk", "ddp-powersgd", "localsgd", "sparse")
-"""The communication-efficient rows that should beat the best single-process row."""
 CONTENDER_KEYS = ("single-1t", "single", "single-global-batch", "no-comm", "ddp", "ddp-fp16", "ddp-bf16", "ddp-int8",
                   "ddp-topk", "ddp-at-topk-lr", "ddp-powersgd", "localsgd", "sparse", "async", "hogwild", "stale")
 NEVER = 2 ** 62
@@ -184,6 +183,15 @@ class Contender:
     def global_batch(self) -> int:
         return self.workers * self.batch_size
 
+    def to_row(self) -> "BenchRow":
+        """This contender as a bench row (its key as the spec; its threads and batch as fields)."""
+        from paratrain.bench.contenders import BenchRow
+
+        # The check row is no way to train: like the probe, it is reported but never a candidate.
+        kind = "probe" if self.kind == "lr-check" else self.kind
+        return BenchRow(self.key, self.workers, "loopback" if self.workers > 1 else None, kind,
+                        {**self.fields, "threads": self.threads, "batch_size": self.batch_size})
+
 
 def build_contenders(config: StrategyBenchConfig) -> list[Contender]:
     """The rows config.contenders asks for, in the order given there."""
@@ -307,36 +315,6 @@ class StrategyRun:
         }
 
 
-@dataclass(frozen=True)
-class Validation:
-    """One validation of a run: when (epochs and training seconds so far) and the loss."""
-
-    epochs: float
-    train_seconds: float
-    val_loss: float
-
-
-def validations(records: list[dict[str, Any]]) -> list[Validation]:
-    """Every validation of one run in order: those inside each epoch (``evals``), then its end."""
-    out, before = [], 0.0
-    for index, record in enumerate(records):
-        for inner in record.get("evals", []):
-            out.append(Validation(index + inner["epoch_fraction"], before + inner["train_seconds"],
-                                  inner["val_loss"]))
-        before += record["train_seconds"]
-        out.append(Validation(float(index + 1), before, record["val_loss"]))
-    return out
-
-
-@dataclass
-class Expectation:
-    """A claim from the issue, what was measured, and whether it holds (None: cannot tell)."""
-
-    claim: str
-    measured: str
-    holds: bool | None
-
-
 @dataclass
 class StrategyBenchResult:
     """Everything one benchmark run measured; ``to_dict`` is the JSON report."""
@@ -375,8 +353,10 @@ class StrategyBenchResult:
         times = [(key, seconds) for key, seconds in times if seconds is not None]
         return min(times, key=lambda item: item[1]) if times else None
 
-    def expectations(self) -> list[Expectation]:
-        return _expectations(self)
+    def expectations(self) -> list:
+        from paratrain.bench.strategy_report import expectations
+
+        return expectations(self)
 
     def single_process_keys(self) -> list[str]:
         """Rows that train on one process (the probe excluded): the candidates for the best single row."""
@@ -384,7 +364,9 @@ class StrategyBenchResult:
 
     def diagnostics(self) -> list[tuple[str, str]]:
         """What the ceiling and probe rows measured, as (row, finding) sentences."""
-        return _diagnostics(self)
+        from paratrain.bench.strategy_report import diagnostics
+
+        return diagnostics(self)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -408,29 +390,36 @@ class StrategyBenchResult:
 
 def run_strategy_benchmark(config: StrategyBenchConfig, progress: Progress = _stderr,
                            workdir: str | os.PathLike | None = None) -> StrategyBenchResult:
-    """Run every contender ``config.reps`` times, interleaved; run directories go to ``workdir``."""
-    if workdir is None:
-        with tempfile.TemporaryDirectory(prefix="paratrain-bench-strategies-") as scratch:
-            return run_strategy_benchmark(config, progress, scratch)
-    from paratrain.demo import friedman1_frame
+    """Run every contender ``config.reps`` times, interleaved; run directories go to ``workdir``.
+
+    The runs go through bench's measurement (measurement.measure): the same fit() calls,
+    seeds and interleaving as ``paratrain bench``."""
+    from paratrain.bench.measurement import measure
 
     started, load_before = time.perf_counter(), list(os.getloadavg())
     contenders = build_contenders(config)
     _warn_about_threads(contenders, progress)
-    frame = friedman1_frame(config.rows, seed=config.seed, noise=config.noise)
+    bench = bench_config(config)
     progress(f"{config.rows:,} rows, MLP {'-'.join(map(str, config.hidden))} ({parameter_count(config):,} parameters), "
              f"{config.epochs} epochs x {len(contenders)} rows x {config.reps} reps; load average "
              + "/".join(f"{value:.2f}" for value in load_before))
+    by_row = {contender.to_row().key: contender for contender in contenders}
     runs = {contender.key: StrategyRun(contender) for contender in contenders}
-    for rep in range(config.reps):
-        for contender in contenders:
-            _run_one(config, contender, runs[contender.key], frame, Path(workdir) / f"{contender.key}-{rep}",
-                     seed=config.seed + rep)
-            run = runs[contender.key]
-            last = run.records[-1]
-            progress(f"rep {rep + 1}/{config.reps} {contender.label}: final val_loss {run.final_val_loss:.4f}, "
-                     f"{statistics.median(r['samples_per_s'] for r in last[1:]):,.0f} samples/s, "
-                     f"{run.wall_seconds[-1]:.1f} s wall (load average {run.load_average[-1]:.1f})")
+
+    def record(event: str, figures: dict[str, Any]) -> None:
+        if event != "done":
+            return
+        contender, done = by_row[figures["row"].key], figures["run"]
+        run = runs[contender.key]
+        run.records.append(done.records)
+        run.wall_seconds.append(done.wall_seconds)
+        run.load_average.append(done.load_average)
+        run.saved_val_losses.append(done.final_val_loss)
+        progress(f"rep {figures['rep'] + 1}/{config.reps} {contender.label}: final val_loss {run.final_val_loss:.4f}, "
+                 f"{statistics.median(r['samples_per_s'] for r in done.records[1:]):,.0f} samples/s, "
+                 f"{done.wall_seconds:.1f} s wall (load average {done.load_average:.1f})")
+
+    measure(bench, [contender.to_row() for contender in contenders], record, workdir)
     targets, source = _choose_target(config, runs)
     progress(f"target val_loss {' / '.join(f'{t:.4f}' for t in targets)} ({source})")
     return StrategyBenchResult(config, runs, targets, source, environment=_environment(),
@@ -438,23 +427,20 @@ def run_strategy_benchmark(config: StrategyBenchConfig, progress: Progress = _st
                                load_average={"start": load_before, "end": list(os.getloadavg())})
 
 
-def _run_one(config: StrategyBenchConfig, contender: Contender, run: StrategyRun, frame: pd.DataFrame,
-             out: Path, seed: int) -> None:
-    from paratrain.config import FitConfig
-    from paratrain.train import rundir
-    from paratrain.train.fit import fit
-    from paratrain.train.metrics import MetricsLog
+def bench_config(config: StrategyBenchConfig, with_data: bool = True) -> "BenchConfig":
+    """The same workload as a BenchConfig: the fields every row shares, and the Friedman #1 rows."""
+    from paratrain.bench.measurement import BenchConfig
+    from paratrain.demo import friedman1_frame
 
-    fields = {"target": "y", "model": "mlp", "hidden": list(config.hidden), "optimizer": config.optimizer, "lr": config.lr,
-              "schedule": config.schedule, "seed": seed, "epochs": config.epochs, "val_fraction": config.val_fraction,
-              "checkpoint_every": 0, "verbosity": 0, "out": str(out), "evals_per_epoch": config.evals_per_epoch,
-              "batch_size": contender.batch_size, "threads": contender.threads, **contender.fields}
-    started = time.perf_counter()
-    result = fit(FitConfig.from_dict(fields), data=frame)
-    run.wall_seconds.append(time.perf_counter() - started)
-    run.load_average.append(os.getloadavg()[0])
-    run.records.append(MetricsLog(Path(result.run_dir) / rundir.METRICS_FILE).read())
-    run.saved_val_losses.append(result.summary.get("val_loss"))
+    fit = {"target": "y", "model": "mlp", "hidden": list(config.hidden), "optimizer": config.optimizer, "lr": config.lr,
+           "schedule": config.schedule, "seed": config.seed, "epochs": config.epochs,
+           "val_fraction": config.val_fraction, "evals_per_epoch": config.evals_per_epoch,
+           "batch_size": config.batch_size}
+    frame = friedman1_frame(config.rows, seed=config.seed, noise=config.noise) if with_data else None
+    workload = (f"Friedman #1 (noise {config.noise:g}), {config.rows:,} rows, MLP {'-'.join(map(str, config.hidden))} "
+                f"({parameter_count(config):,} parameters)")
+    return BenchConfig(fit=fit, data=frame, workload=workload, contenders=["single"], workers=[1, config.workers],
+                       repeat=config.reps, target_loss=config.target_loss, target_slack=config.target_slack)
 
 
 def _choose_target(config: StrategyBenchConfig, runs: dict[str, StrategyRun]) -> tuple[list[float], str]:
@@ -492,137 +478,14 @@ def parameter_count(config: StrategyBenchConfig, features: int = 10) -> int:
     return sum(a * b + b for a, b in zip(sizes, sizes[1:]))
 
 
-def _expectations(result: StrategyBenchResult) -> list[Expectation]:
-    config, runs, items = result.config, result.runs, []
-    for key in ("ddp-topk", "ddp-powersgd", "sparse"):
-        if key in runs:
-            ratio, loss = result.dense_ratio(key), result.loss_vs_dense(key)
-            label = runs[key].contender.label
-            # topk:0.01 and sparse:0.01 send 8 bytes (index, value) per kept entry against dense's
-            # 4: exactly 50x before k is rounded up (per bucket for topk), hence the 1% tolerance.
-            items.append(Expectation(f"{label} sends >= 50x fewer bytes/step than ddp (after epoch 1; 1% tolerance)",
-                                     _times(ratio) + f" (whole run {_times(result.dense_ratio(key, False))})",
-                                     None if ratio is None else ratio >= 0.99 * 50))
-            tail = _percent(result.loss_vs_dense(key, tail=True))
-            items.append(Expectation(f"{label} final val_loss within 2% of ddp's",
-                                     f"{_percent(loss)} (mean of the last 3 epochs: {tail})",
-                                     None if loss is None else abs(loss - 1) <= 0.02))
-    if "localsgd" in runs:
-        ratio = result.dense_ratio("localsgd", False)
-        items.append(Expectation(f"localsgd:{config.localsgd_period} sends {config.localsgd_period}x fewer bytes/step "
-                                 "than ddp (whole run, within 5%)", _times(ratio),
-                                 None if ratio is None else ratio >= 0.95 * config.localsgd_period))
-    singles = result.single_process_keys()
-    fast, single = result.best(EFFICIENT), result.best(singles)
-    if any(key in runs for key in EFFICIENT) and singles:
-        speedup = single[1] / fast[1] if fast and single else None
-        measured = (f"{runs[fast[0]].contender.label} {fast[1]:.2f} s vs {runs[single[0]].contender.label} "
-                    f"{single[1]:.2f} s: {_times(speedup)}" if speedup else "a row did not reach the target")
-        items.append(Expectation("best of topk/powersgd/localsgd/sparse reaches the target >= 1.15x sooner than the best "
-                                 "single-process row", measured, None if speedup is None else speedup >= 1.15))
-    return items
-
-
-def _diagnostics(result: StrategyBenchResult) -> list[tuple[str, str]]:
-    runs, out = result.runs, []
-    fastest = max((runs[key] for key in result.single_process_keys()), key=lambda r: r.samples_per_s, default=None)
-    for run in runs.values():
-        c = run.contender
-        if c.kind == "ceiling" and fastest is not None:
-            out.append((c.label, f"{run.samples_per_s:,.0f} samples/s, {run.samples_per_s / fastest.samples_per_s:.2f}x "
-                        f"the fastest single-process row ({fastest.contender.label}, {fastest.samples_per_s:,.0f}): "
-                        f"the most throughput any {c.workers}-worker row can gain here"))
-        if c.kind == "probe" and REFERENCE in runs:
-            reference = runs[REFERENCE]
-            mine, theirs = run.epochs_to_target(result.targets), reference.epochs_to_target(result.targets)
-            out.append((c.label, f"epochs to target per repetition {_epochs(mine)} vs {_epochs(theirs)} for "
-                        f"'{reference.contender.label}' (same threads, batch and data order, no delay); final "
-                        f"val_loss {_percent(run.final_val_loss / reference.final_val_loss)} vs that row"))
-        if c.kind == "lr-check" and "ddp" in runs:
-            topk = runs.get("ddp-topk")
-            also = (f"; {topk.contender.label}: {topk.final_val_loss:.4f} ({_percent(result.loss_vs_dense('ddp-topk'))})"
-                    if topk is not None else "")
-            out.append((c.label, f"dense ddp at the topk row's learning rate: final val_loss {run.final_val_loss:.4f} "
-                        f"({_percent(result.loss_vs_dense(c.key))} vs ddp at lr {result.config.lr:g}){also}"))
-    return out
-
-
-def _epochs(values: list[float | None]) -> str:
-    return " / ".join("never" if v is None else f"{v:.2f}" for v in values)
 
 
 def strategy_markdown_report(result: StrategyBenchResult) -> str:
-    """The config line, one row per contender, the expectations, and each row's loss curve."""
-    config, target = result.config, result.targets
-    lines = [_config_line(result), "",
-             "| row | workers x threads | batch per worker (global) | samples/s | comm bytes/step after epoch 1 "
-             "(whole run) | fewer bytes than ddp | training s to target (epochs) | final val_loss | vs ddp |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    for key, run in result.runs.items():
-        c, seconds = run.contender, run.seconds_to_target(target)
-        epochs = [e for e in run.epochs_to_target(target) if e is not None]
-        reached = f"{seconds:.2f} ({statistics.median(epochs):.2f})" if seconds is not None else "not reached"
-        final, versus = f"{run.final_val_loss:.4f}", _percent(result.loss_vs_dense(key))
-        if c.kind == "ceiling":  # unrelated models that never averaged: only the throughput means something
-            reached, final, versus = "-", "-", "-"
-        sent = f"{_bytes(run.bytes_per_step(True))} ({_bytes(run.bytes_per_step(False))})"
-        lines.append(f"| {c.label} | {c.workers} x {c.threads} | {c.batch_size} ({c.global_batch}) "
-                     f"| {run.samples_per_s:,.0f} | {sent} "
-                     f"| {_times(result.dense_ratio(key))} | {reached} | {final} | {versus} |")
-    lines += ["", "| expectation | measured | holds |", "|---|---|---|"]
-    lines += [f"| {e.claim} | {e.measured} | {'-' if e.holds is None else ('yes' if e.holds else 'no')} |"
-              for e in result.expectations()]
-    found = result.diagnostics()
-    if found:
-        lines += ["", "| diagnostic row | what it measured |", "|---|---|"]
-        lines += [f"| {claim} | {measured} |" for claim, measured in found]
-    lines += ["", "| row | val_loss after each epoch (rep 1) | seconds of each epoch (rep 1) | fit() wall s |",
-              "|---|---|---|---|"]
-    for run in result.runs.values():
-        losses = " ".join(f"{record['val_loss']:.4f}" for record in run.records[0])
-        seconds = " ".join(f"{record['seconds']:.2f}" for record in run.records[0])
-        walls = " ".join(f"{wall:.1f}" for wall in run.wall_seconds)
-        lines.append(f"| {run.contender.label} | {losses} | {seconds} | {walls} |")
-    return "\n".join(lines)
+    """The config line, one row per contender, the expectations, and each row's loss curve (strategy_report.py)."""
+    from paratrain.bench.strategy_report import markdown_report
+
+    return markdown_report(result)
 
 
-def _config_line(result: StrategyBenchResult) -> str:
-    config, load = result.config, result.load_average
-    return (f"Friedman #1 (noise {config.noise:g}), {config.rows:,} rows ({config.val_fraction:.0%} validation), MLP "
-            f"{'-'.join(map(str, config.hidden))} ({parameter_count(config):,} parameters), "
-            f"{'Adam' if config.optimizer == 'adam' else 'SGD (momentum 0.9)'} lr {config.lr:g} "
-            + (f"(ddp topk and its check row: lr {config.resolved_topk_lr:g}) "
-               if config.resolved_topk_lr != config.lr and {"ddp-topk", "ddp-at-topk-lr"} & set(result.runs) else "")
-            + f"(schedule {config.schedule}), "
-            f"{config.epochs} epochs, seed {config.seed}, {config.workers} workers per parallel row, "
-            f"{config.reps} interleaved rep(s) (repetition r uses seed {config.seed}+r: its own initial weights, "
-            f"validation split and data order), medians. samples/s: epochs after the first. Target val_loss "
-            f"{' / '.join(f'{t:.4f}' for t in result.targets)} ({result.target_source}); time to target: training seconds until the "
-            f"first validation at or below it ({config.evals_per_epoch} validations per epoch; validation time, "
-            f"process start-up and data preparation excluded). Final val_loss: the saved "
-            f"model's (localsgd and sparse average the workers' models after the last epoch; the per-epoch "
-            f"figures below score each worker's own). "
-            f"OMP_WAIT_POLICY={result.environment.get('omp_wait_policy')}. "
-            f"Wall time {result.wall_seconds:.0f} s; load average {_load(load.get('start'))} at start, "
-            f"{_load(load.get('end'))} at end ({result.environment.get('cores')} cores).")
-
-
-def _bytes(value: float | None) -> str:
-    if value is None:
-        return "-"
-    for unit, size in (("MiB", 1024 ** 2), ("KiB", 1024)):
-        if value >= size:
-            return f"{value / size:.2f} {unit}"
-    return f"{value:.0f} B"
-
-
-def _times(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2f}x"
-
-
-def _percent(value: float | None) -> str:
-    return "-" if value is None else f"{value - 1:+.1%}"
-
-
-def _load(values: list[float] | None) -> str:
-    return "?" if not values else "/".join(f"{value:.2f}" for value in values)
+__all__ = ["CONTENDER_KEYS", "Contender", "StrategyBenchConfig", "StrategyBenchResult", "StrategyRun", "Validation",
+           "build_contenders", "parameter_count", "run_strategy_benchmark", "strategy_markdown_report", "validations"]
