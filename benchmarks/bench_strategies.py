@@ -58,6 +58,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="validations per epoch of every run: the resolution of time to target (default 4)")
     parser.add_argument("--workdir", type=Path, help="keep the run directories here (default: a temp dir)")
     parser.add_argument("--json", type=Path, help="write all raw figures to this JSON file")
+    parser.add_argument("--out", type=Path, help="also write bench.json, report.md, report.html and PNG plots "
+                        "here (the same outputs as `paratrain bench`)")
     return parser.parse_args(argv)
 
 
@@ -91,6 +93,11 @@ def main(argv: list[str] | None = None) -> int:
         from paratrain.train.checkpoint import save_text_atomic  # a killed run leaves no half file
         save_text_atomic(json.dumps(result.to_dict(), indent=2), args.json)
         print(f"[bench] raw figures written to {args.json}", file=sys.stderr)
+    if args.out:
+        from paratrain.bench.strategies import write_strategy_outputs
+
+        write_strategy_outputs(result, args.out)
+        print(f"[bench] bench.json, report.md, report.html and plots written to {args.out}", file=sys.stderr)
     return 0
 
 

@@ -79,7 +79,8 @@ def test_script_prints_a_table_and_writes_json(tmp_path):
     out = tmp_path / "bench.json"
     command = [sys.executable, str(ROOT / "benchmarks" / "bench_strategies.py"), "--quick", "--rows", "1500",
                "--hidden", "16", "--epochs", "2", "--only", "single-1t,ddp-powersgd", "--powersgd-warmup", "2",
-               "--target-loss", "100", "--evals-per-epoch", "1", "--workdir", str(tmp_path / "runs"), "--json", str(out)]
+               "--target-loss", "100", "--evals-per-epoch", "1", "--workdir", str(tmp_path / "runs"), "--json", str(out),
+               "--out", str(tmp_path / "report")]
     done = subprocess.run(command, capture_output=True, text=True, timeout=280)
     assert done.returncode == 0, done.stderr
     assert "| row | workers x threads |" in done.stdout and "| ddp powersgd:4 |" in done.stdout
@@ -88,6 +89,13 @@ def test_script_prints_a_table_and_writes_json(tmp_path):
     assert report["config"]["rows"] == 1500 and report["target_loss"] == 100
     assert report["rows"]["single-1t"]["epochs_to_target"] == [1]
     assert report["rows"]["ddp-powersgd"]["comm_bytes_per_step_whole_run"] > 0
+    # The same outputs as `paratrain bench`, from the same analysis and report code.
+    bench = json.loads((tmp_path / "report" / "bench.json").read_text())
+    rows = {(row["strategy"], row["workers"], row["link"]): row for row in bench["rows"]}
+    assert set(rows) == {("single-1t", 1, None), ("ddp-powersgd", 2, "loopback")}
+    assert rows[("ddp-powersgd", 2, "loopback")]["comm_bytes_per_step"] > 0
+    assert rows[("single-1t", 1, None)]["time_to_target_s"] > 0 and bench["target_loss"] == 100
+    assert (tmp_path / "report" / "report.html").is_file() and (tmp_path / "report" / "throughput_vs_workers.png").is_file()
 
 
 def test_validations_put_those_inside_an_epoch_before_its_end_and_add_up_training_seconds():

@@ -19,8 +19,8 @@ from typing import Any, Sequence
 
 from paratrain.bench import plots
 from paratrain.bench.analysis import RowResult, analyse, candidates_by_link, choose_targets
-from paratrain.bench.contenders import build_rows
-from paratrain.bench.measurement import BenchConfig, Progress, measure
+from paratrain.bench.contenders import BenchRow, build_rows
+from paratrain.bench.measurement import BenchConfig, Progress, RunRecord, measure
 from paratrain.bench.prediction import predicted_step_s
 from paratrain.bench.render import BENCH_COLUMNS, Report, Section, bench_table, verdicts
 
@@ -46,15 +46,23 @@ NOTES = {
 def run_bench(config: BenchConfig, out: str | os.PathLike, progress: Progress | None = None,
               workdir: str | os.PathLike | None = None) -> dict[str, Any]:
     """Run bench and write its outputs into ``out``; returns what bench.json holds."""
-    from paratrain.bench.training import environment
-    from paratrain.train.checkpoint import save_json_atomic
-
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     started, load_before = time.perf_counter(), list(os.getloadavg())
     rows = build_rows(config.contenders, config.workers, config.links)
     runs = measure(config, rows, progress, workdir)
     targets, source = choose_targets(config, rows, runs)
+    return write_outputs(config, rows, runs, targets, source, out, wall_seconds=time.perf_counter() - started,
+                         load_average={"start": load_before, "end": list(os.getloadavg())})
+
+
+def write_outputs(config: BenchConfig, rows: Sequence[BenchRow], runs: Sequence[RunRecord], targets: Sequence[float],
+                  target_source: str, out: str | os.PathLike, wall_seconds: float,
+                  load_average: dict[str, list[float]], environment: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Analyse measured runs and write bench.json, the plots, report.md and report.html into ``out``."""
+    from paratrain.bench.training import environment as machine
+    from paratrain.train.checkpoint import save_json_atomic
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
     results = analyse(config, rows, runs, targets)
     notes = _predict(config, results)
     document = {
@@ -63,14 +71,15 @@ def run_bench(config: BenchConfig, out: str | os.PathLike, progress: Progress | 
                    "seed": config.seed, "contenders": config.contenders,
                    "workers": config.workers, "links": config.links, "repeat": config.repeat,
                    "max_seconds_per_run": config.max_seconds_per_run, "calibration": config.calibration},
-        "environment": {**environment(), "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY")},
-        "load_average": {"start": load_before, "end": list(os.getloadavg())},
-        "wall_seconds": time.perf_counter() - started,
-        "target_loss": statistics.median(targets), "targets": targets, "target_source": source,
+        "environment": environment or {**machine(), "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY")},
+        "load_average": load_average,
+        "wall_seconds": wall_seconds,
+        "target_loss": statistics.median(targets), "targets": list(targets), "target_source": target_source,
         "notes": {**NOTES, **({"predictions": notes} if notes else {})},
         "rows": [result.to_dict() for result in results],
         "runs": [{"row": run.row, "rep": run.rep, "wall_seconds": run.wall_seconds, "budget_hit": run.budget_hit,
-                  "final_val_loss": run.final_val_loss, "records": run.records} for run in runs],
+                  "load_average": run.load_average, "final_val_loss": run.final_val_loss, "records": run.records}
+                 for run in runs],
     }
     save_json_atomic(document, out / BENCH_FILE)
     write_bench_reports(document, results, out)
