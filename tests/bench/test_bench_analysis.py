@@ -123,3 +123,47 @@ def test_no_calibration_means_no_prediction_and_says_why():
     from paratrain.bench.prediction import predicted_step_s
 
     assert predicted_step_s(None, "ddp", 2, "loopback") == (None, "no --calibration given")
+
+
+def test_without_the_cost_model_a_calibration_gives_no_prediction_and_a_note(tmp_path):
+    import importlib.util
+
+    from paratrain.bench.prediction import predicted_step_s
+
+    calibration = tmp_path / "calibration.json"
+    calibration.write_text("{}")
+    value, note = predicted_step_s(str(calibration), "ddp", 2, "loopback")
+    assert value is None and note
+    if importlib.util.find_spec("paratrain.costmodel") is None:
+        assert note.startswith("the cost model is not available here")
+
+
+def test_an_emulated_link_without_the_namespace_launcher_is_refused_before_anything_runs():
+    import inspect
+
+    from paratrain.launch.local import launch_local
+
+    if "link" in inspect.signature(launch_local).parameters:
+        pytest.skip("this launcher builds network namespaces")
+    with pytest.raises(ConfigError, match="link='100mbit' needs workers in network namespaces"):
+        _config(links=["loopback", "100mbit"])
+
+
+def test_the_live_table_prints_plain_lines_off_a_terminal_and_redraws_on_one():
+    import io
+
+    from paratrain.bench.live import LiveTable
+
+    rows = [BenchRow("single", 1, None), BenchRow("ddp", 2, "loopback")]
+    run = RunRecord("single@1", 0, _records([0.5, 0.4], rate=1234.0), 0.4, 2.0)
+    for interactive in (False, True):
+        stream = io.StringIO()
+        table = LiveTable(stream, interactive=interactive)
+        table("start", {"rows": rows, "runs": 2, "repeat": 1})
+        table("run", {"row": rows[0], "rep": 0, "index": 0})
+        table("done", {"row": rows[0], "rep": 0, "run": run, "index": 1, "runs": 2})
+        text = stream.getvalue()
+        assert "1,234 samples/s, val_loss 0.4" in text and "ETA" in text
+        assert ("\x1b[" in text) is interactive  # cursor movement only on a terminal
+        if not interactive:
+            assert "[1/2] single x1 rep 1:" in text

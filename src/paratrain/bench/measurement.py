@@ -57,6 +57,7 @@ class BenchConfig:
         self.contenders = parse_contenders(self.contenders)
         self.workers = check_workers(self.workers)
         self.links = [parse_link(link, "link").name for link in self.links] or ["loopback"]
+        _check_links(self.links)
         if isinstance(self.repeat, bool) or not isinstance(self.repeat, int) or self.repeat < 1:
             raise ConfigError(f"repeat={self.repeat!r} must be an integer >= 1")
         if self.target_loss is not None and not self.target_loss > 0:
@@ -137,7 +138,6 @@ def measure(config: BenchConfig, rows: list[BenchRow], progress: Progress | None
     if workdir is None:
         with tempfile.TemporaryDirectory(prefix="paratrain-bench-") as scratch:
             return measure(config, rows, progress, scratch)
-    _check_links(config)
     progress = progress or (lambda event, figures: None)
     total = len(rows) * config.repeat
     progress("start", {"rows": rows, "runs": total, "repeat": config.repeat})
@@ -192,12 +192,12 @@ def _run_torch_ddp(config: BenchConfig, row: BenchRow, rep: int, fit_config, thr
                      time.perf_counter() - started, hit, os.getloadavg()[0])
 
 
-def _check_links(config: BenchConfig) -> None:
+def _check_links(links: list[str]) -> None:
     """An emulated link needs a launcher that builds the namespaces: say so before anything runs."""
     from paratrain.launch.links import parse_link
     from paratrain.launch.local import launch_local
 
-    emulated = [name for name in config.links if parse_link(name).emulated]
+    emulated = [name for name in links if parse_link(name).emulated]
     if emulated and "link" not in inspect.signature(launch_local).parameters:
         raise ConfigError(f"link={emulated[0]!r} needs workers in network namespaces, which this installation's "
                           "launcher does not build; use --link loopback")
