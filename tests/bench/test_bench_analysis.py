@@ -100,6 +100,7 @@ def test_rows_come_from_the_registry_with_the_ceiling_reference_and_probe():
     assert next(r for r in rows if r.spec == "ddp+topk:0.01").fields["compress"] == "topk:0.01"
     probed = build_rows(["single", "stale"], [1, 2], ["loopback", "1gbit"])
     assert [(r.spec, r.kind) for r in probed] == [("single", "strategy"), ("stale:1", "probe"), ("no-comm", "ceiling")]
+    assert [r.spec for r in build_rows(["stale:3"], [2], ["loopback"])] == ["stale:3", "no-comm"]  # its own delay
     assert [r.key for r in build_rows(["single", "ddp"], [1, 2], ["loopback", "1gbit"])] == [
         "single@1", "ddp@2@loopback", "torch-ddp@2@loopback", "no-comm@2", "ddp@2@1gbit", "torch-ddp@2@1gbit"]
 

@@ -111,8 +111,9 @@ def build_rows(contenders: Sequence[str], workers: Sequence[int], links: Sequenc
                     continue
                 kind = "probe" if strategy_class(strategy).diagnostic_only else "strategy"
                 if kind == "probe":
-                    # A probe runs on one process: its staleness stands for count workers'.
-                    strategy = f"{strategy.split(':')[0]}:{count - 1}"
+                    # A probe runs on one process; without a delay of its own, it stands for the
+                    # staleness of count asynchronous workers (count - 1 updates).
+                    strategy = strategy if ":" in strategy else f"{strategy}:{count - 1}"
                     rows.append(BenchRow(strategy, 1, None, kind, {"strategy": strategy, "workers": 1}))
                     continue
                 rows.append(BenchRow(spec, count, link, kind, fit_fields(spec, count, link)))

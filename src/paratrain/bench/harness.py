@@ -89,7 +89,7 @@ def write_outputs(config: BenchConfig, rows: Sequence[BenchRow], runs: Sequence[
 def _predict(config: BenchConfig, results: Sequence[RowResult]) -> list[str]:
     notes = []
     for result in results:
-        if result.row.kind in ("strategy",) and result.row.spec != "no-comm":
+        if result.row.kind == "strategy":
             result.predicted_step_s, why = predicted_step_s(config.calibration, result.row.spec, result.row.workers,
                                                             result.row.link)
             if why and config.calibration and why not in notes:
