@@ -57,6 +57,7 @@ def train_plain_ddp(config: FitConfig, source: Any, rank: int, world_size: int,
 
     from paratrain.data.prepare import prepare_data
     from paratrain.models.registry import ModelSpec, build_model
+    from paratrain.train.loop import epoch_generator
     from paratrain.train.metrics import peak_memory_bytes
     from paratrain.train.optim import build_optimizer, build_scheduler
 
@@ -83,8 +84,12 @@ def train_plain_ddp(config: FitConfig, source: Any, rank: int, world_size: int,
         return float(sums[0] / sums[1])
 
     for epoch in range(config.train.epochs):
-        order = torch.randperm(len(data.x_train), generator=torch.Generator().manual_seed(config.train.seed + epoch))
-        x, y = data.x_train[order], data.y_train[order]
+        # paratrain's shuffle seeds (per seed, epoch and rank): the same batches in the same order.
+        generator = epoch_generator(config, epoch, rank)
+        x, y = data.x_train, data.y_train
+        if generator is not None:
+            order = torch.randperm(len(x), generator=generator)
+            x, y = x[order], y[order]
         started, validating, evals = time.perf_counter(), 0.0, []
         for step in range(steps):
             xb, yb = x[step * batch:(step + 1) * batch], y[step * batch:(step + 1) * batch]

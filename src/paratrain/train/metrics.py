@@ -45,11 +45,21 @@ def evaluation_sums(
 
 
 def peak_memory_bytes(device: torch.device) -> int:
-    """This process's peak memory so far: allocated CUDA memory on a GPU, else the peak resident set
-    (ru_maxrss: KiB on Linux, bytes on macOS). The resident peak never falls, so in a process that ran
-    other work first (a single-process run inside a benchmark) it covers that work too."""
+    """This process's peak memory so far: allocated CUDA memory on a GPU; on Linux the peak resident
+    set of this process's own memory (VmHWM), else ru_maxrss (KiB on Linux, bytes on macOS).
+
+    Not ru_maxrss on Linux: it survives fork and exec, so every worker launched from a large
+    process would report at least that process's peak. In a process that ran other work first
+    (a one-process run inside a benchmark) the peak covers that work too."""
     if device.type == "cuda":
         return int(torch.cuda.max_memory_allocated(device))
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return int(peak if sys.platform == "darwin" else peak * 1024)
 
