@@ -7,6 +7,7 @@ nothing to draw (no predictions, say).
 
 from __future__ import annotations
 
+import io
 import math
 from pathlib import Path
 from typing import Any, Sequence
@@ -35,8 +36,6 @@ def _save(fig, path: Path) -> Path:
     from paratrain.train.checkpoint import save_bytes_atomic
 
     fig.tight_layout()  # arranges inside the figure; the size stays FIGURE_SIZE
-    import io
-
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=_DPI)
     plt.close(fig)
@@ -45,26 +44,30 @@ def _save(fig, path: Path) -> Path:
 
 
 def throughput_vs_workers(results: Sequence[RowResult], path: Path) -> Path | None:
-    """samples/s against workers, one panel per link, one line per contender (min-max as error bars)."""
+    """samples/s against workers, one panel per link, one line per contender (min-max as error bars).
+
+    Every line starts at the 1-worker single row: one process is where each contender scales from."""
     links = list(dict.fromkeys(r.row.link for r in results if r.row.link)) or ["loopback"]
     drawn = [r for r in results if r.samples_per_s and r.row.kind != "probe"]
     if not drawn:
         return None
     fig, axes = _figure(len(links))
-    ones = [r for r in drawn if r.row.link is None and r.row.workers == 1]
+    start = [r for r in drawn if r.row.link is None and r.row.workers == 1][:1]
+    counts = sorted({r.row.workers for r in drawn})
     for ax, link in zip(axes, links):
-        specs = list(dict.fromkeys(r.row.spec for r in drawn if r.row.link in (link, None)))
+        specs = list(dict.fromkeys(r.row.spec for r in drawn if r.row.link in (link, None) and r.row.workers > 1))
         for spec in specs:
-            points = sorted((r for r in drawn if r.row.spec == spec and r.row.link in (link, None)),
-                            key=lambda r: r.row.workers)
-            if len(points) == 1 and points[0] in ones:
-                ax.axhline(points[0].samples_per_s.median, linestyle=":", color="grey", label=f"{spec} x1")
-                continue
+            points = start + sorted((r for r in drawn if r.row.spec == spec and r.row.link in (link, None)
+                                     and r.row.workers > 1), key=lambda r: r.row.workers)
             xs = [p.row.workers for p in points]
             ys = [p.samples_per_s.median for p in points]
             errors = [[y - p.samples_per_s.low for y, p in zip(ys, points)],
                       [p.samples_per_s.high - y for y, p in zip(ys, points)]]
             ax.errorbar(xs, ys, yerr=errors, marker="o", capsize=3, label=spec)
+        if start:
+            ax.plot([1], [start[0].samples_per_s.median], "ks", label=f"{start[0].row.spec} x1")
+        ax.set_xticks(counts)
+        ax.set_ylim(bottom=0)
         ax.set_title(f"link: {link}")
         ax.set_xlabel("workers")
         ax.set_ylabel("samples/s")
