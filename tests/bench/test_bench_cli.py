@@ -125,3 +125,23 @@ def test_bad_strategies_are_one_line_naming_the_field(tmp_path, capsys, strategi
     err = capsys.readouterr().err.strip()
     assert status == 1 and err.startswith("paratrain: error: strategies=") and words in err and "\n" not in err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_fit_config_file_is_the_workload_and_bench_sets_the_rows_own_fields(tmp_path):
+    import yaml
+
+    from paratrain.bench.cli import build_bench_config
+    from paratrain.cli import build_parser
+
+    data = tmp_path / "data.csv"
+    regression_frame(rows=100).to_csv(data, index=False)
+    config_file = tmp_path / "run.yaml"
+    config_file.write_text(yaml.safe_dump({"data": {"path": str(data), "target": "y"}, "train": {"epochs": 3},
+                                           "parallel": {"strategy": "hogwild", "workers": 4}, "out": "elsewhere"}))
+    args = build_parser().parse_args(["bench", "--config", str(config_file), "--strategies", "single,ddp",
+                                      "--workers", "1,2", "--batch-size", "32", "--out", str(tmp_path / "out")])
+    config = build_bench_config(args)
+    assert config.epochs == 3 and config.rows_per_step == 32 and config.resolved.train.evals_per_epoch == 4
+    assert config.resolved.parallel.strategy == "single" and config.resolved.parallel.workers == 1  # the rows set these
+    assert config.contenders == ["single", "ddp"] and config.workers == [1, 2] and config.links == ["loopback"]
+    assert config.repeat == 3 and config.data is None and str(data) in config.workload

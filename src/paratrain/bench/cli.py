@@ -60,7 +60,7 @@ _ROW_FIELDS = ("out", "workers", "strategy", "compress", "threads", "link")
 def build_bench_config(args: argparse.Namespace):
     """The BenchConfig the flags describe."""
     from paratrain.bench.measurement import BenchConfig
-    from paratrain.config import load_yaml, parse_int_list
+    from paratrain.config import FitConfig, load_yaml, parse_int_list
     from paratrain.errors import ConfigError
     from paratrain.launch.links import parse_links
 
@@ -83,16 +83,18 @@ def build_bench_config(args: argparse.Namespace):
             fit["path"] = args.path
         if args.target:
             fit["target"] = args.target
-        if not fit.get("target"):
-            raise ConfigError("target is required with --config/--data: give --target COLUMN")
-        fit.setdefault("evals_per_epoch", 4)
         for name in _ROW_FIELDS:  # bench's rows set these, flat or in their sections
             fit.pop(name, None)
             for section in fit.values():
                 if isinstance(section, dict):
                     section.pop(name, None)
-        name = args.path or fit.get("path") or args.config
-        return BenchConfig(fit=fit, workload=f"{name}, target {fit['target']}", **shared)
+        resolved = FitConfig.from_dict(fit)
+        if not resolved.data.target:
+            raise ConfigError("target is required with --config/--data: give --target COLUMN")
+        if not any("evals_per_epoch" in part for part in (fit, *[v for v in fit.values() if isinstance(v, dict)])):
+            fit["evals_per_epoch"] = 4  # time to target at a quarter of an epoch, unless the config asks otherwise
+        workload = f"{resolved.data.path or args.config}, target {resolved.data.target}"
+        return BenchConfig(fit=fit, workload=workload, **shared)
     hidden = overrides.pop("hidden", (1024, 1024))
     seed = overrides.pop("seed", 0)
     return BenchConfig.default(rows=args.rows or 60_000, hidden=tuple(hidden), seed=seed, fit=overrides, **shared)
