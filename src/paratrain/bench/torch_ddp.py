@@ -35,21 +35,23 @@ class TorchDDPJob:
     def run(self, rank: int, world_size: int, local_rank: int, store=None) -> dict | None:
         import torch
 
-        from paratrain.launch.env import destroy_process_group, init_process_group
+        from paratrain.launch.env import destroy_process_group, init_process_group, pick_device
         from paratrain.strategies import WorkerContext
 
         torch.set_num_threads(self.threads)
-        ctx = WorkerContext(rank=rank, world_size=world_size, local_rank=local_rank, device=torch.device("cpu"))
+        # The device and backend paratrain's rows get (gloo on CPU, NCCL on CUDA): a fair reference.
+        device = pick_device(self.config.train.device, local_rank)
+        ctx = WorkerContext(rank=rank, world_size=world_size, local_rank=local_rank, device=device)
         init_process_group(ctx, self.timeout_s, store)
         try:
-            records = train_plain_ddp(self.config, self.source, rank, world_size, self.max_seconds)
+            records = train_plain_ddp(self.config, self.source, rank, world_size, self.max_seconds, device)
         finally:
             destroy_process_group()
         return {"records": records} if rank == 0 else None
 
 
 def train_plain_ddp(config: FitConfig, source: Any, rank: int, world_size: int,
-                    max_seconds: float | None) -> list[dict[str, Any]]:
+                    max_seconds: float | None, device: Any = None) -> list[dict[str, Any]]:
     """Train on this rank's shard; every rank returns the per-epoch records."""
     import torch
     import torch.distributed as dist
@@ -61,9 +63,11 @@ def train_plain_ddp(config: FitConfig, source: Any, rank: int, world_size: int,
     from paratrain.train.metrics import peak_memory_bytes
     from paratrain.train.optim import build_optimizer, build_scheduler
 
+    device = device or torch.device("cpu")
     torch.manual_seed(config.train.seed)
-    data = prepare_data(config, source, rank, world_size, torch.device("cpu"))
-    model = DistributedDataParallel(build_model(ModelSpec(config.model, tuple(data.feature_names), data.n_outputs)))
+    data = prepare_data(config, source, rank, world_size, device)
+    model = build_model(ModelSpec(config.model, tuple(data.feature_names), data.n_outputs)).to(device)
+    model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     batch = config.train.batch_size
     steps = -(-len(data.x_train) // batch)
     optimizer = build_optimizer(model.parameters(), config.optim)
@@ -73,12 +77,18 @@ def train_plain_ddp(config: FitConfig, source: Any, rank: int, world_size: int,
     checkpoints = {round(steps * k / config.train.evals_per_epoch) for k in range(1, config.train.evals_per_epoch)}
     records, trained = [], 0.0
 
+    def now() -> float:
+        if device.type == "cuda":  # kernels run asynchronously: a clock read waits for them
+            torch.cuda.synchronize(device)
+        return time.perf_counter()
+
     def validate() -> float:
         model.eval()
         with torch.no_grad():
             out = model.module(data.x_val)
             target = data.y_val if classify else data.y_val.unsqueeze(-1)
-            sums = torch.tensor([float(loss_fn(out, target, reduction="sum")), len(data.y_val)], dtype=torch.float64)
+            sums = torch.tensor([float(loss_fn(out, target, reduction="sum")), len(data.y_val)], dtype=torch.float64,
+                                device=device)
         model.train()
         dist.all_reduce(sums)
         return float(sums[0] / sums[1])
@@ -88,9 +98,9 @@ def train_plain_ddp(config: FitConfig, source: Any, rank: int, world_size: int,
         generator = epoch_generator(config, epoch, rank)
         x, y = data.x_train, data.y_train
         if generator is not None:
-            order = torch.randperm(len(x), generator=generator)
+            order = torch.randperm(len(x), generator=generator).to(device)
             x, y = x[order], y[order]
-        started, validating, evals = time.perf_counter(), 0.0, []
+        started, validating, evals = now(), 0.0, []
         for step in range(steps):
             xb, yb = x[step * batch:(step + 1) * batch], y[step * batch:(step + 1) * batch]
             optimizer.zero_grad(set_to_none=True)
@@ -100,18 +110,19 @@ def train_plain_ddp(config: FitConfig, source: Any, rank: int, world_size: int,
             if scheduler is not None:
                 scheduler.step()
             if step + 1 in checkpoints:
-                paused = time.perf_counter()
+                paused = now()
                 evals.append({"epoch_fraction": (step + 1) / steps,
                               "train_seconds": paused - started - validating, "val_loss": validate()})
                 validating += time.perf_counter() - paused
-        seconds = time.perf_counter() - started - validating
+        seconds = now() - started - validating
         trained += seconds
         # Rank 0's clock decides for everyone: the flag rides on the one all-reduce of the epoch's end.
-        flags = torch.tensor([1.0 if rank == 0 and max_seconds is not None and trained >= max_seconds else 0.0])
+        flags = torch.tensor([1.0 if rank == 0 and max_seconds is not None and trained >= max_seconds else 0.0],
+                             device=device)
         dist.all_reduce(flags)
         record = {"epoch": epoch + 1, "val_loss": validate(), "train_seconds": seconds, "seconds": seconds,
                   "samples_per_s": len(data.x_train) * world_size / seconds if seconds > 0 else None,
-                  "peak_memory_bytes": peak_memory_bytes(torch.device("cpu"))}
+                  "peak_memory_bytes": peak_memory_bytes(device)}
         if evals:
             record["evals"] = evals
         records.append(record)
