@@ -145,3 +145,34 @@ def test_a_fit_config_file_is_the_workload_and_bench_sets_the_rows_own_fields(tm
     assert config.resolved.parallel.strategy == "single" and config.resolved.parallel.workers == 1  # the rows set these
     assert config.contenders == ["single", "ddp"] and config.workers == [1, 2] and config.links == ["loopback"]
     assert config.repeat == 3 and config.data is None and str(data) in config.workload
+
+
+@pytest.mark.timeout(120)
+def test_a_run_stopped_by_the_budget_before_the_target_counts_as_not_converged(tmp_path):
+    from paratrain.bench.harness import run_bench
+    from paratrain.bench.measurement import BenchConfig
+
+    config = BenchConfig(fit={"target": "y", "hidden": [8], "epochs": 3, "evals_per_epoch": 1}, data=regression_frame(300),
+                         contenders=["single"], workers=[1], repeat=1, target_loss=1e-9, max_seconds_per_run=1e-6)
+    document = run_bench(config, tmp_path / "out", workdir=tmp_path / "runs")
+    (row,) = document["rows"]
+    assert row["stopped_by_budget"] and not row["converged"] and row["time_to_target_s"] is None
+    (run,) = document["runs"]
+    assert len(run["records"]) == 1  # stopped after the epoch that passed the budget
+    assert "| single | 1 | - |" in (tmp_path / "out" / "report.md").read_text()
+    assert ">= 1e-06 (budget)" in (tmp_path / "out" / "report.md").read_text()
+
+
+@pytest.mark.timeout(120)
+def test_a_row_that_diverges_is_reported_and_the_benchmark_goes_on(tmp_path):
+    from paratrain.bench.harness import run_bench
+    from paratrain.bench.measurement import BenchConfig
+
+    fit = {"target": "y", "hidden": [8], "epochs": 2, "evals_per_epoch": 1, "optimizer": "sgd", "lr": 1e12}
+    config = BenchConfig(fit=fit, data=regression_frame(300), contenders=["single"], workers=[1], repeat=2,
+                         target_loss=0.5)
+    document = run_bench(config, tmp_path / "out", workdir=tmp_path / "runs")
+    (row,) = document["rows"]
+    assert len(row["errors"]) == 2 and all("diverg" in e.lower() or "nan" in e.lower() for e in row["errors"])
+    assert not row["converged"] and row["time_to_target_s"] is None
+    assert "| diverged |" in (tmp_path / "out" / "report.md").read_text()

@@ -98,6 +98,8 @@ class RowResult:
     comm_bytes_per_step: float | None
     peak_memory_bytes: int | None
     budget_hit: bool
+    errors: list[str] = field(default_factory=list)
+    """Why repetitions ended without a model (divergence), one line each."""
     compute_s_per_step: float | None = None
     comm_s_per_step: float | None = None
     scaling_efficiency: float | None = None
@@ -119,7 +121,7 @@ class RowResult:
                 "time_to_target_s": median(self.time_to_target_s),
                 "time_to_target_s_min_max": bounds(self.time_to_target_s),
                 "time_to_target_s_per_rep": [v if math.isfinite(v) else None for v in self.reps_time_to_target_s],
-                "converged": self.converged, "stopped_by_budget": self.budget_hit,
+                "converged": self.converged, "stopped_by_budget": self.budget_hit, "errors": self.errors,
                 "final_val_loss": self.final_val_loss, "measured_step_s": median(self.measured_step_s),
                 "measured_step_s_min_max": bounds(self.measured_step_s),
                 "predicted_step_s": self.predicted_step_s, "compute_s_per_step": self.compute_s_per_step,
@@ -196,6 +198,7 @@ def _row_result(config: BenchConfig, row: BenchRow, runs: list[RunRecord], targe
         final_val_loss=statistics.median(finals) if finals else None,
         comm_bytes_per_step=statistics.median(comm) if comm else (0.0 if row.workers == 1 else None),
         peak_memory_bytes=max(peaks) if peaks else None, budget_hit=any(run.budget_hit for run in runs),
+        errors=[run.error for run in runs if run.error],
         curves=curves)
 
 

@@ -70,4 +70,6 @@ def _figures(run: Any) -> str:
     loss = run.final_val_loss
     loss_text = "-" if loss is None or not math.isfinite(loss) else f"{loss:.4g}"
     budget = ", stopped by the budget" if run.budget_hit else ""
+    if run.error:
+        budget += f", {run.error}"
     return f"{rate}, val_loss {loss_text}, {run.wall_seconds:.1f} s{budget}"

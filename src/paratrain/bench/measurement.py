@@ -118,6 +118,8 @@ class RunRecord:
     """Stopped by max_seconds_per_run before its last epoch."""
     load_average: float = 0.0
     """The machine's 1-minute load average when the run ended."""
+    error: str | None = None
+    """Why the run ended without a model (it diverged); its validations until then are kept."""
 
 
 @dataclass
@@ -145,10 +147,25 @@ def measure(config: BenchConfig, rows: list[BenchRow], progress: Progress | None
     for rep in range(config.repeat):
         for row in rows:
             progress("run", {"row": row, "rep": rep, "index": len(out)})
-            run = run_row(config, row, rep, Path(workdir) / f"{row.key.replace('@', '-')}-{rep}")
+            run = _run_or_record_divergence(config, row, rep, Path(workdir) / f"{row.key.replace('@', '-')}-{rep}")
             out.append(run)
             progress("done", {"row": row, "rep": rep, "run": run, "index": len(out), "runs": total})
     return out
+
+
+def _run_or_record_divergence(config: BenchConfig, row: BenchRow, rep: int, out: Path) -> RunRecord:
+    """A row that diverges is a result (it never reaches the target), not the end of the benchmark."""
+    from paratrain.errors import DivergenceError
+    from paratrain.train import rundir
+    from paratrain.train.metrics import MetricsLog
+
+    started = time.perf_counter()
+    try:
+        return run_row(config, row, rep, out)
+    except DivergenceError as error:
+        records = MetricsLog(out / rundir.METRICS_FILE).read() if out.is_dir() else []
+        return RunRecord(row.key, rep, records, None, time.perf_counter() - started,
+                         load_average=os.getloadavg()[0], error=str(error).splitlines()[0])
 
 
 def run_row(config: BenchConfig, row: BenchRow, rep: int, out: Path) -> RunRecord:

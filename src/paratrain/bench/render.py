@@ -106,6 +106,8 @@ def time_to_target_cell(result: RowResult, budget: float | None) -> str:
     if value is None:
         return "-"
     if math.isinf(value.median):
+        if result.errors:
+            return "diverged"
         return f">= {budget:g} (budget)" if result.budget_hit and budget else "not reached"
     return spread(value)
 
