@@ -255,10 +255,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(handler=cmd_demo)
 
     # Each area registers its own subcommands (their modules import torch lazily too).
+    from paratrain.bench.cli import add_parsers as add_bench_parsers
     from paratrain.curvefit.cli import add_parser as add_curvefit_parser
     from paratrain.tune.cli import add_parsers as add_tune_parsers
-
-    from paratrain.bench.cli import add_parsers as add_bench_parsers
 
     add_curvefit_parser(commands)
     add_tune_parsers(commands)
