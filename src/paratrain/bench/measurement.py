@@ -155,14 +155,17 @@ def measure(config: BenchConfig, rows: list[BenchRow], progress: Progress | None
 
 def _run_or_record_divergence(config: BenchConfig, row: BenchRow, rep: int, out: Path) -> RunRecord:
     """A row that diverges is a result (it never reaches the target), not the end of the benchmark."""
-    from paratrain.errors import DivergenceError
+    from paratrain.errors import DivergenceError, WorkerError
     from paratrain.train import rundir
     from paratrain.train.metrics import MetricsLog
 
     started = time.perf_counter()
     try:
         return run_row(config, row, rep, out)
-    except DivergenceError as error:
+    except (DivergenceError, WorkerError) as error:
+        # Launched workers report a divergence as a WorkerError naming the rank and its error's type.
+        if isinstance(error, WorkerError) and f": {DivergenceError.__name__}: " not in str(error):
+            raise
         records = MetricsLog(out / rundir.METRICS_FILE).read() if out.is_dir() else []
         return RunRecord(row.key, rep, records, None, time.perf_counter() - started,
                          load_average=os.getloadavg()[0], error=str(error).splitlines()[0])
