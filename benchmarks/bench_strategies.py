@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         save_text_atomic(json.dumps(result.to_dict(), indent=2), args.json)
         print(f"[bench] raw figures written to {args.json}", file=sys.stderr)
     if args.out:
-        from paratrain.bench.strategies import write_strategy_outputs
+        from paratrain.bench.strategy_report import write_strategy_outputs
 
         write_strategy_outputs(result, args.out)
         print(f"[bench] bench.json, report.md, report.html and plots written to {args.out}", file=sys.stderr)

@@ -480,21 +480,6 @@ def parameter_count(config: StrategyBenchConfig, features: int = 10) -> int:
 
 
 
-def write_strategy_outputs(result: StrategyBenchResult, out: str | os.PathLike) -> dict[str, Any]:
-    """bench.json, report.md, report.html and the PNGs of a strategy benchmark, through bench's own
-    analysis and reports (harness.write_outputs); returns what bench.json holds."""
-    from paratrain.bench.harness import write_outputs
-    from paratrain.bench.measurement import RunRecord
-
-    config = bench_config(result.config, with_data=False)
-    rows = [run.contender.to_row() for run in result.runs.values()]
-    runs = [RunRecord(row.key, rep, records, run.saved_val_losses[rep], run.wall_seconds[rep],
-                      load_average=run.load_average[rep])
-            for row, run in zip(rows, result.runs.values()) for rep, records in enumerate(run.records)]
-    return write_outputs(config, rows, runs, result.targets, result.target_source, out, result.wall_seconds,
-                         result.load_average, result.environment)
-
-
 def strategy_markdown_report(result: StrategyBenchResult) -> str:
     """The config line, one row per contender, the expectations, and each row's loss curve (strategy_report.py)."""
     from paratrain.bench.strategy_report import markdown_report
@@ -503,5 +488,5 @@ def strategy_markdown_report(result: StrategyBenchResult) -> str:
 
 
 __all__ = ["CONTENDER_KEYS", "Contender", "StrategyBenchConfig", "StrategyBenchResult", "StrategyRun", "Validation",
-           "build_contenders", "parameter_count", "run_strategy_benchmark", "strategy_markdown_report", "validations",
-           "write_strategy_outputs"]
+           "bench_config", "build_contenders", "parameter_count", "run_strategy_benchmark", "strategy_markdown_report",
+           "validations"]

@@ -1,17 +1,19 @@
 """The strategy benchmark's own report: its Markdown table, the claims it checks, and its diagnostics.
 
 The rows, plots and HTML that every bench shares come from analysis.py, render.py and plots.py
-(``write_strategy_outputs`` in strategies.py); this module keeps what only the strategy
+(``write_strategy_outputs``, below); this module keeps what only the strategy
 benchmark's README figures need: the expectations (bytes saved, loss vs dense ddp, speed vs the
 best single-process row) and the ceiling, probe and learning-rate-check findings.
 """
 
 from __future__ import annotations
 
+import os
 import statistics
 from dataclasses import dataclass
+from typing import Any
 
-from paratrain.bench.strategies import REFERENCE, StrategyBenchResult, parameter_count
+from paratrain.bench.strategies import REFERENCE, StrategyBenchResult, bench_config, parameter_count
 
 EFFICIENT = ("ddp-topk", "ddp-powersgd", "localsgd", "sparse")
 """The communication-efficient rows that should beat the best single-process row."""
@@ -161,3 +163,18 @@ def _percent(value: float | None) -> str:
 
 def _load(values: list[float] | None) -> str:
     return "?" if not values else "/".join(f"{value:.2f}" for value in values)
+
+
+def write_strategy_outputs(result: StrategyBenchResult, out: str | os.PathLike) -> dict[str, Any]:
+    """bench.json, report.md, report.html and the PNGs of a strategy benchmark, through bench's own
+    analysis and reports (harness.write_outputs); returns what bench.json holds."""
+    from paratrain.bench.harness import write_outputs
+    from paratrain.bench.measurement import RunRecord
+
+    config = bench_config(result.config, with_data=False)
+    rows = [run.contender.to_row() for run in result.runs.values()]
+    runs = [RunRecord(row.key, rep, records, run.saved_val_losses[rep], run.wall_seconds[rep],
+                      load_average=run.load_average[rep])
+            for row, run in zip(rows, result.runs.values()) for rep, records in enumerate(run.records)]
+    return write_outputs(config, rows, runs, result.targets, result.target_source, out, result.wall_seconds,
+                         result.load_average, result.environment)
