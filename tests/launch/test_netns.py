@@ -139,6 +139,23 @@ def test_hosts_are_built_reachable_and_removed():
 
 
 @needs_netns
+@pytest.mark.timeout(60)
+def test_concurrent_launchers_get_subnets_of_their_own():
+    script = textwrap.dedent("""
+        from paratrain.launch.links import parse_link
+        from paratrain.launch.netns import emulated_hosts
+        with emulated_hosts(parse_link("1gbit"), 2) as net:
+            print(net.subnet, net.hosts[0].namespace)
+        """)
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    with netns.emulated_hosts(parse_link("100mbit"), workers=2) as net:
+        other = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
+                               check=True, timeout=50).stdout.split()
+    assert other[0] != net.subnet and other[1] != net.hosts[0].namespace
+    assert _ours_left() == []
+
+
+@needs_netns
 def test_a_build_that_fails_halfway_leaves_nothing(monkeypatch):
     # tc refuses the qdisc after ip made every namespace and veth.
     monkeypatch.setattr(netns, "_TBF_LATENCY", "not-a-time")
