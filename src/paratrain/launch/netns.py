@@ -147,14 +147,12 @@ def emulated_hosts(link: Link, workers: int) -> Iterator[EmulatedHosts]:
     try:
         with interrupts.handled():
             pid = os.getpid()
-            net = None
             try:
-                net = _build(link, workers, pid)
-                yield net
+                yield _build(link, workers, pid)
             finally:
                 # Held back: a second Ctrl-C must not leave namespaces or links behind.
                 with interrupts.deferred():
-                    remove_own(pid, workers)
+                    remove_own(pid)
     finally:
         _active.release()
 
@@ -167,7 +165,7 @@ def _build(link: Link, workers: int, pid: int) -> EmulatedHosts:
     burst = _burst_bytes(link)
     with _subnet_lock():
         remove_stale()
-        remove_own(pid, workers)  # a dead launcher's, whose pid this process now has
+        remove_own(pid)  # a dead launcher's, whose pid this process now has
         third = _free_subnet()
         subnet = f"{SUBNET_PREFIX}.{third}"
         # The bridge's address claims the subnet before the lock is let go.
@@ -240,7 +238,7 @@ def _free_subnet() -> int:
     raise RuntimeError(f"every subnet {SUBNET_PREFIX}.K.0/24 is in use: too many emulated networks at once")
 
 
-def remove_own(pid: int, workers: int | None = None) -> None:
+def remove_own(pid: int) -> None:
     """Remove the namespaces, veths (their qdiscs go with them) and bridge named after ``pid``.
 
     Veths are deleted before their namespaces: deleting a namespace frees its
