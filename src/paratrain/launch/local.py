@@ -7,6 +7,9 @@ works); the parent hosts the rendezvous store on a free port chosen by the OS
 (no race for a port); and an error on any rank ends the whole job at once and
 is reported with that rank's number, instead of leaving the other ranks
 blocked in a collective until a timeout.
+
+With an emulated link each worker is started through ``ip netns exec`` on its
+own emulated host (launch.netns), and binds its namespace's interface.
 """
 
 from __future__ import annotations
