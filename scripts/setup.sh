@@ -15,6 +15,21 @@ if [ ! -x .venv/bin/python ]; then
   echo "setup: creating .venv with $($python --version)" >&2
   "$python" -m venv .venv
 fi
+# `--link 100mbit` (emulated hosts) needs ip and tc from iproute2. Installed here when missing and
+# we are root; anything else only warns: the rest of paratrain works without them.
+has_command() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/sbin/$1" ]; }
+if ! has_command ip || ! has_command tc; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "setup: installing iproute2 (ip, tc) for emulated network links" >&2
+    if ! { DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null 2>&1 &&
+           DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2 >/dev/null 2>&1; }; then
+      echo "setup: warning: could not install iproute2; --link other than loopback will not work" >&2
+    fi
+  else
+    echo "setup: warning: ip/tc (iproute2) not found; --link other than loopback needs them and root" >&2
+  fi
+fi
+
 pip=(.venv/bin/python -m pip install --quiet --disable-pip-version-check)
 
 torch_requirement=${PARATRAIN_TORCH:-torch==2.13.0}

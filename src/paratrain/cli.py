@@ -81,6 +81,10 @@ def _fit_arguments(parser: argparse.ArgumentParser) -> None:
                           help="sparse: wait for each step's exchange instead of overlapping it with the next step")
     parallel.add_argument("--sync-warmup", type=int, help="localsgd: synchronous steps before local steps (0)")
     parallel.add_argument("--max-staleness", type=int, help="async: bound on how far a worker may run ahead")
+    parallel.add_argument("--link", help="how the workers are joined: loopback (default), or an emulated network "
+                                         "such as 100mbit, 1gbit, 2.5gbit: each worker in its own network "
+                                         "namespace, the links limited with tc (needs root and iproute2; "
+                                         "bandwidth only, no added latency)")
 
     output = parser.add_argument_group("output")
     output.add_argument("--out", help="run directory (default: a new folder under runs/)")

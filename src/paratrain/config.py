@@ -310,6 +310,18 @@ class ParallelConfig:
                 f"strategy={self.strategy!r} runs one process, but workers={self.workers}; "
                 "use --strategy ddp for several workers"
             )
+        self._check_link(cls)
+
+    def _check_link(self, cls: type) -> None:
+        """An emulated link joins separate hosts: it needs several workers, and a strategy that can span hosts."""
+        if self.link == "loopback":
+            return
+        if not cls.runs_across_hosts:
+            raise ConfigError(f"link={self.link!r} puts each worker on its own host, but strategy={self.strategy!r} "
+                              "runs only on one machine (shared memory); use --link loopback or another strategy")
+        if self.workers < 2:
+            raise ConfigError(f"link={self.link!r} joins workers on emulated hosts and needs workers >= 2, "
+                              f"but workers={self.workers}; use --workers 2 or more, or --link loopback")
 
 
 def _strategy_argument(spec: str) -> str | None:

@@ -47,6 +47,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rank", type=int, required=True)
     parser.add_argument("--world-size", type=int, required=True)
     parser.add_argument("--port", type=int, required=True)
+    # The launcher's address as seen from this worker: 127.0.0.1, or the bridge's address
+    # when the worker runs on an emulated host (its own network namespace).
+    parser.add_argument("--store-host", default="127.0.0.1")
     parser.add_argument("--parent-pid", type=int, required=True)
     args = parser.parse_args(argv)
     # First, before torch is imported (seconds): a signal from now on stops this worker cleanly,
@@ -63,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
 
         job = pickle.loads(args.job.read_bytes())  # a launch.local.Job
         timeout = datetime.timedelta(seconds=job.timeout_s)
-        store = dist.TCPStore("127.0.0.1", args.port, args.world_size, is_master=False, timeout=timeout)
+        store = dist.TCPStore(args.store_host, args.port, args.world_size, is_master=False, timeout=timeout)
         result = job.run(args.rank, args.world_size, args.rank, store)
         save_json_atomic(result or {}, args.scratch / f"result-{args.rank}.json")
         return 0

@@ -2,6 +2,7 @@
 
 ``--link 100mbit`` runs each worker as its own "host" (a network namespace)
 joined to the others by a link limited to that rate (launch.netns builds it).
+Only the bandwidth is emulated: the kernel has no netem, so no latency is added.
 The rates use tc's units: kbit, mbit, gbit (powers of 1000, bits per second).
 
 Example:

@@ -7,6 +7,9 @@ works); the parent hosts the rendezvous store on a free port chosen by the OS
 (no race for a port); and an error on any rank ends the whole job at once and
 is reported with that rank's number, instead of leaving the other ranks
 blocked in a collective until a timeout.
+
+With an emulated link each worker is started through ``ip netns exec`` on its
+own emulated host (launch.netns), and binds its namespace's interface.
 """
 
 from __future__ import annotations
@@ -24,8 +27,10 @@ from pathlib import Path
 from typing import Protocol
 
 from paratrain.errors import WorkerError
-from paratrain.launch.store import loopback_store
+from paratrain.launch.links import Link
+from paratrain.launch.netns import EmulatedHosts, Host, check_can_emulate, emulated_hosts
 from paratrain.launch.scratch import launch_id, make_scratch
+from paratrain.launch.store import HOST_ADDRESS_VARIABLE, LOOPBACK, hosted_store
 from paratrain.strategies.hogwild import LAUNCH_ID_VARIABLE, remove_shared_memory
 from paratrain.train import interrupts
 
@@ -51,38 +56,58 @@ class Job(Protocol):
         """The worker's work; rank 0's returned dict is the launch's result (JSON)."""
 
 
-def launch_local(job: Job, workers: int, keep_fds: tuple[int, ...] = ()) -> dict:
+def launch_local(job: Job, workers: int, keep_fds: tuple[int, ...] = (), link: Link | None = None) -> dict:
     """Run ``job`` on ``workers`` local processes; return rank 0's result or raise WorkerError.
 
     ``keep_fds`` are passed on to every worker (the run directory's lock: then
     held until the last worker is gone). Ctrl-C or SIGTERM, to this process or
     to a worker, stops every worker (each at the end of the write it is in),
     removes the scratch folder and raises ``Interrupted``.
+
+    ``link``: None or loopback puts every worker on loopback. An emulated link
+    (``parse_link("100mbit")``, needs root) runs each worker on its own emulated
+    host (launch.netns: a network namespace, a veth limited to the rate), hosts
+    the store on the bridge's address, and removes the hosts on every way out.
     """
+    emulated = link is not None and link.emulated
+    if emulated:
+        check_can_emulate(link)  # one line saying what is missing, before anything is built
     with interrupts.handled():
-        # The OS picks a free port for the store (no race for a port); workers learn it from us.
-        store = loopback_store(workers, job.timeout_s)
-        # A 0700 folder: only this user can read the job file that the workers unpickle.
-        scratch = make_scratch("launch")
-        procs: list[subprocess.Popen] = []
-        try:
-            job_file = scratch / "job.pkl"
-            write_private(job_file, pickle.dumps(job))
-            for rank in range(workers):
-                procs.append(_start_child(job_file, scratch, rank, workers, store.port, job.threads, keep_fds))
-            watch_workers(procs, scratch)
-            result_file = scratch / "result-0.json"
-            return json.loads(result_file.read_text()) if result_file.exists() else {}
-        finally:
-            # Held back: a second Ctrl-C must not leave workers running or files behind.
-            with interrupts.deferred():
-                stop_workers(procs)
-                del store
-                remove_shared_memory(launch_id(scratch))
-                shutil.rmtree(scratch, ignore_errors=True)
+        network = emulated_hosts(link, workers) if emulated else contextlib.nullcontext(None)
+        # Left after the workers are stopped (the inner block's end): a namespace with a
+        # process still in it would outlive its removal.
+        with network as net:
+            return _launch(job, workers, keep_fds, net)
 
 
-LOOPBACK = "127.0.0.1"
+def _launch(job: Job, workers: int, keep_fds: tuple[int, ...], net: EmulatedHosts | None) -> dict:
+    store_host = net.store_host if net else LOOPBACK
+    # The OS picks a free port for the store (no race for a port); workers learn it from us.
+    store = hosted_store(store_host, workers, job.timeout_s)
+    # A 0700 folder: only this user can read the job file that the workers unpickle.
+    scratch = make_scratch("launch")
+    procs: list[subprocess.Popen] = []
+    try:
+        job_file = scratch / "job.pkl"
+        write_private(job_file, pickle.dumps(job))
+        for rank in range(workers):
+            host = net.hosts[rank] if net else None
+            command = _child_command(job_file, scratch, rank, workers, store_host, store.port)
+            env = worker_env(job.threads, launch_id(scratch))
+            if host is not None:
+                command = host.exec_prefix() + command
+                env.update(host_env(host, net.hosts[0]))
+            procs.append(subprocess.Popen(command, env=env, pass_fds=keep_fds))
+        watch_workers(procs, scratch)
+        result_file = scratch / "result-0.json"
+        return json.loads(result_file.read_text()) if result_file.exists() else {}
+    finally:
+        # Held back: a second Ctrl-C must not leave workers running or files behind.
+        with interrupts.deferred():
+            stop_workers(procs)
+            del store
+            remove_shared_memory(launch_id(scratch))
+            shutil.rmtree(scratch, ignore_errors=True)
 
 
 def write_private(path: Path, data: bytes) -> None:
@@ -104,21 +129,31 @@ def worker_env(threads: int, launch_id: str | None = None) -> dict[str, str]:
     # gloo and TensorPipe listen on the address the host name resolves to, often the LAN's.
     loopback_interface = "lo0" if sys.platform == "darwin" else "lo"
     env.update({"GLOO_SOCKET_IFNAME": loopback_interface, "TP_SOCKET_IFNAME": loopback_interface,
-                "MASTER_ADDR": LOOPBACK})
+                "MASTER_ADDR": LOOPBACK, HOST_ADDRESS_VARIABLE: LOOPBACK})
     if launch_id is not None:
         env[LAUNCH_ID_VARIABLE] = launch_id
     return env
 
 
-def _start_child(job_file: Path, scratch: Path, rank: int, world_size: int, port: int, threads: int,
-                 keep_fds: tuple[int, ...] = ()) -> subprocess.Popen:
-    command = [
+def host_env(host: Host, master: Host) -> dict[str, str]:
+    """What a worker on an emulated host must bind: its namespace's veth, not lo.
+
+    gloo and TensorPipe pick their address by interface name; without it they take
+    the address the host name resolves to, which the other namespaces cannot reach.
+    """
+    return {"GLOO_SOCKET_IFNAME": host.interface, "TP_SOCKET_IFNAME": host.interface,
+            "MASTER_ADDR": master.address, HOST_ADDRESS_VARIABLE: host.address}
+
+
+def _child_command(job_file: Path, scratch: Path, rank: int, world_size: int, store_host: str,
+                   port: int) -> list[str]:
+    return [
         sys.executable, "-m", "paratrain.launch.child",
         "--job", str(job_file), "--scratch", str(scratch),
-        "--rank", str(rank), "--world-size", str(world_size), "--port", str(port),
+        "--rank", str(rank), "--world-size", str(world_size),
+        "--store-host", store_host, "--port", str(port),
         "--parent-pid", str(os.getpid()),
     ]
-    return subprocess.Popen(command, env=worker_env(threads, launch_id(scratch)), pass_fds=keep_fds)
 
 
 def watch_workers(procs: list[subprocess.Popen], scratch: Path, label: str = "worker") -> None:

@@ -47,7 +47,7 @@ def remove_stale() -> list[str]:
     for directory, prefix in places:
         with contextlib.suppress(OSError):
             for entry in directory.iterdir():
-                if entry.name.startswith(prefix) and _owner_is_gone(entry.name[len(prefix):]):
+                if entry.name.startswith(prefix) and owner_is_gone(entry.name[len(prefix):]):
                     if entry.is_dir():
                         shutil.rmtree(entry, ignore_errors=True)
                     else:
@@ -57,7 +57,7 @@ def remove_stale() -> list[str]:
     return removed
 
 
-def _owner_is_gone(rest: str) -> bool:
+def owner_is_gone(rest: str) -> bool:
     """True when the name's leading pid is of no running process (unsure: False, keep it)."""
     pid = rest.split("-", 1)[0]
     if not pid.isdigit():

@@ -44,7 +44,7 @@ import torch.distributed.rpc as rpc
 from torch.futures import Future
 
 from paratrain.errors import ConfigError
-from paratrain.launch.store import loopback_store
+from paratrain.launch.store import HOST_ADDRESS_VARIABLE, LOOPBACK, hosted_store
 from paratrain.strategies.base import CommStats, ProcessGroupStrategy, WorkerContext
 
 log = logging.getLogger("paratrain")
@@ -321,13 +321,19 @@ class AsyncParameterServerStrategy(ProcessGroupStrategy):
 
     def _init_rpc(self, ctx: WorkerContext) -> None:
         """Start RPC on a store hosted by rank 0, on a port the OS picked (no race for a port)."""
-        host = os.environ.get("MASTER_ADDR", "127.0.0.1")
         timeout = datetime.timedelta(seconds=self.timeout_s)
         if ctx.rank == SERVER_RANK:
-            # On loopback, listen on loopback only (TCPStore alone would listen on every address).
-            store = (loopback_store(ctx.world_size, self.timeout_s) if host == "127.0.0.1" else
-                     dist.TCPStore(host, 0, ctx.world_size, is_master=True, wait_for_workers=False, timeout=timeout))
-            address = [host, store.port]
+            master = os.environ.get("MASTER_ADDR", LOOPBACK)
+            # The local launcher says where the other ranks reach this one (loopback, or this
+            # rank's emulated host): listen there only. On loopback, likewise.
+            own = os.environ.get(HOST_ADDRESS_VARIABLE) or (LOOPBACK if master == LOOPBACK else None)
+            if own:
+                store = hosted_store(own, ctx.world_size, self.timeout_s)
+            else:
+                # torchrun: this rank runs on MASTER_ADDR's machine; TCPStore listens on every address.
+                store = dist.TCPStore(master, 0, ctx.world_size, is_master=True, wait_for_workers=False,
+                                      timeout=timeout)
+            address = [own or master, store.port]
         else:
             address = [None, None]
         dist.broadcast_object_list(address, src=SERVER_RANK)

@@ -20,6 +20,7 @@ from paratrain.data.prepare import fit_encoder, load_frame
 from paratrain.data.split import shard_indices
 from paratrain.errors import ConfigError
 from paratrain.launch.env import default_threads, under_torchrun
+from paratrain.launch.links import parse_link
 from paratrain.launch.resources import available_memory_bytes, check_worker_resources, usable_cores
 from paratrain.strategies import strategy_class
 from paratrain.train import rundir
@@ -59,6 +60,7 @@ def fit(config: FitConfig, data: pd.DataFrame | None = None, callbacks: Sequence
     source = data if data is not None else config.data.path
     workers = _world_size(config)
     _check_device(config)
+    _check_link(config)
     frame = _check_data(config, source, workers)
     _check_workers(config, int(frame.memory_usage(deep=True).sum()))
     run_dir, created = _new_run_dir(config)
@@ -98,6 +100,7 @@ def resume(run_dir: str | os.PathLike, overrides: dict[str, Any] | None = None,
             raise ConfigError(f"cannot resume '{run_dir}': its data file '{config.data.path}' does not exist; "
                               f"give its place with --data FILE")
         _check_device(config)
+        _check_link(config)
         _check_workers(config, Path(source).stat().st_size)
         if _is_main():
             rundir.write_config(run_dir, config)
@@ -168,7 +171,8 @@ def _run_workers(config: FitConfig, source: Any, run_dir: Path, resume: bool, ca
     elif needs_group and workers > 1:
         from paratrain.launch.local import launch_local
 
-        summary = launch_local(job, workers, keep_fds=(lock.fd,) if lock else ())
+        summary = launch_local(job, workers, keep_fds=(lock.fd,) if lock else (),
+                               link=parse_link(config.parallel.link))
     elif needs_group:
         summary = _run_one_rank_group(job)
     else:
@@ -210,6 +214,19 @@ def _check_device(config: FitConfig) -> None:
 
         if not torch.cuda.is_available():
             raise ConfigError("device='cuda' but no CUDA device is available; use --device cpu")
+
+
+def _check_link(config: FitConfig) -> None:
+    """An emulated link fails here, before a run directory is made, naming what it lacks."""
+    link = parse_link(config.parallel.link)
+    if not link.emulated:
+        return
+    if under_torchrun():
+        raise ConfigError(f"link={link.name!r} emulates hosts for the workers this command starts, but torchrun "
+                          "started them: their network is real; drop --link (or use --link loopback)")
+    from paratrain.launch.netns import check_can_emulate
+
+    check_can_emulate(link)
 
 
 def _check_workers(config: FitConfig, data_bytes: int) -> None:
