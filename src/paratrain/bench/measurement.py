@@ -14,7 +14,6 @@ Example:
 
 from __future__ import annotations
 
-import inspect
 import os
 import tempfile
 import time
@@ -204,8 +203,7 @@ def _run_torch_ddp(config: BenchConfig, row: BenchRow, rep: int, fit_config, thr
     job = TorchDDPJob(fit_config, source, threads, config.max_seconds_per_run)
     link = parse_link(row.link or "loopback")
     started = time.perf_counter()
-    # The link argument exists only with the namespace launcher: passed only when emulated.
-    result = launch_local(job, row.workers, link=link) if link.emulated else launch_local(job, row.workers)
+    result = launch_local(job, row.workers, link=link)
     records = result["records"]
     hit = len(records) < config.epochs
     return RunRecord(row.key, rep, records, records[-1]["val_loss"] if records else None,
@@ -213,14 +211,15 @@ def _run_torch_ddp(config: BenchConfig, row: BenchRow, rep: int, fit_config, thr
 
 
 def _check_links(links: list[str]) -> None:
-    """An emulated link needs a launcher that builds the namespaces: say so before anything runs."""
+    """An emulated link needs root and iproute2: say what is missing before anything runs."""
     from paratrain.launch.links import parse_link
-    from paratrain.launch.local import launch_local
+    from paratrain.launch.netns import check_can_emulate
 
-    emulated = [name for name in links if parse_link(name).emulated]
-    if emulated and "link" not in inspect.signature(launch_local).parameters:
-        raise ConfigError(f"link={emulated[0]!r} needs workers in network namespaces, which this installation's "
-                          "launcher does not build; use --link loopback")
+    for name in links:
+        link = parse_link(name)
+        if link.emulated:
+            check_can_emulate(link)
+            return  # one check covers every rate
 
 
 def _cores() -> int:

@@ -141,8 +141,13 @@ def host_env(host: Host, master: Host) -> dict[str, str]:
     gloo and TensorPipe pick their address by interface name; without it they take
     the address the host name resolves to, which the other namespaces cannot reach.
     """
-    return {"GLOO_SOCKET_IFNAME": host.interface, "TP_SOCKET_IFNAME": host.interface,
-            "MASTER_ADDR": master.address, HOST_ADDRESS_VARIABLE: host.address}
+    env = {"GLOO_SOCKET_IFNAME": host.interface, "TP_SOCKET_IFNAME": host.interface,
+           "MASTER_ADDR": master.address, HOST_ADDRESS_VARIABLE: host.address}
+    # Inside a namespace with no name service, c10d warns once per connection that it cannot
+    # look up the peer's host name (harmless: addresses are used). Only C++ errors are shown
+    # there, unless the user asked for another level.
+    env["TORCH_CPP_LOG_LEVEL"] = os.environ.get("TORCH_CPP_LOG_LEVEL", "ERROR")
+    return env
 
 
 def _child_command(job_file: Path, scratch: Path, rank: int, world_size: int, store_host: str,
