@@ -131,3 +131,38 @@ def test_an_unusable_mlflow_uri_fails_before_training_and_leaves_no_run_director
     with pytest.raises(ConfigError, match=r"tracking_uri='nosuchscheme://x': MLflow cannot log there"):
         fit(_config(regression_csv, out, tracking="mlflow", tracking_uri="nosuchscheme://x"))
     assert not out.exists()
+
+
+@pytest.mark.timeout(120)
+def test_a_stopped_and_resumed_run_is_two_mlflow_runs_of_its_epochs(regression_csv, tmp_path):
+    pytest.importorskip("mlflow")
+    from mlflow import MlflowClient
+
+    from paratrain.train.fit import resume
+
+    stopped = fit(_config(regression_csv, tmp_path / "run", tracking="mlflow", epochs=2, stop_after=1))
+    assert stopped.summary["status"] == "stopped"
+    resume(stopped.run_dir)
+    client = MlflowClient(tracking_uri=mlflow_uri(None, stopped.run_dir))
+    runs = client.search_runs([client.get_experiment_by_name(EXPERIMENT).experiment_id], order_by=["start_time"])
+    by_resumed = {r.data.tags["paratrain.resumed"]: r for r in runs}
+    assert set(by_resumed) == {"false", "true"}
+    assert by_resumed["false"].data.tags["paratrain.status"] == "stopped"
+    steps = {key: [m.step for m in client.get_metric_history(run.info.run_id, "val_loss")]
+             for key, run in by_resumed.items()}
+    assert steps == {"false": [1], "true": [2]}
+
+
+@pytest.mark.timeout(120)
+def test_a_diverging_run_is_marked_failed(regression_csv, tmp_path):
+    pytest.importorskip("mlflow")
+    from mlflow import MlflowClient
+
+    from paratrain.errors import DivergenceError
+
+    store = tmp_path / "store"  # outside the run directory, which a run failing in its first epoch removes
+    with pytest.raises(DivergenceError):
+        fit(_config(regression_csv, tmp_path / "run", tracking="mlflow", tracking_uri=str(store), lr=1e30))
+    client = MlflowClient(tracking_uri=store.as_uri())
+    (run,) = client.search_runs([client.get_experiment_by_name(EXPERIMENT).experiment_id])
+    assert run.info.status == "FAILED"
