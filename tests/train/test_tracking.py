@@ -98,8 +98,8 @@ def test_a_missing_package_names_the_extra(monkeypatch):
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "mlflow" else real(name, *a))
-    with pytest.raises(ConfigError, match=r"tracking='mlflow' needs the package mlflow-skinny, which is not "
-                                          r"installed; install the optional extra: pip install 'paratrain\[tracking\]'"):
+    with pytest.raises(ConfigError, match=r"tracking='mlflow' needs the package mlflow-skinny, which is not installed; "
+                                          r"install the optional extra: pip install 'paratrain\[tracking\]'"):
         check_tracking(FitConfig.from_dict({"tracking": "mlflow"}))
 
 

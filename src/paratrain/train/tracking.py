@@ -217,7 +217,10 @@ class TensorBoardTracker(Tracker):
     """Event files in ``tracking_uri`` (a folder) or <run_dir>/tensorboard."""
 
     def __init__(self, config: FitConfig, run_dir: Path) -> None:
-        self.log_dir = Path(config.output.tracking_uri or Path(run_dir) / "tensorboard").expanduser()
+        given = config.output.tracking_uri
+        if given is not None and given.startswith("file:"):
+            given = urlparse(given).path  # TensorBoard takes a folder; accept the URI form MLflow takes too
+        self.log_dir = Path(given or Path(run_dir) / "tensorboard").expanduser()
         try:
             writer = _summary_writer(self.log_dir)
         except OSError as exc:
