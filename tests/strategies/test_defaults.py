@@ -6,12 +6,12 @@ joins with no edit here. Workload: Friedman #1 (6,000 rows), MLP 256-256 (68k pa
 lr 1e-3 with a cosine schedule, 8 epochs, the same global batch of 64 everywhere (2 worker processes
 x 32, `single` 1 x 64).
 
-TOLERANCE = 1.15 x dense ddp's final val_loss. Observed val_loss / ddp's on seeds 0 and 1:
-single 1.00/0.99, ddp+powersgd:4 1.01/1.01, ddp+topk:0.01 0.91/0.93, async 0.96/0.96,
-hogwild 0.98/0.97, localsgd:8 1.03/1.03, sparse:0.01 1.03/1.04 (worst 1.04); ddp+topk:0.01 at
-the dense rate (compress_lr_scale off, what users got before the factor became the default) ends
-1.22/1.42/1.59x above ddp on seeds 0/1/2. 15% leaves room for the asynchronous strategies'
-run-to-run noise and still fails the unscaled top-k.
+TOLERANCE = 1.15 x dense ddp's final val_loss. Observed val_loss / ddp's on seeds 0/1/2:
+single 1.00/0.99/0.98, ddp+powersgd:4 1.01/1.01/1.01, ddp+topk:0.01 0.91/0.93/0.88,
+async 0.96/0.96/0.92, hogwild 0.98/0.97/0.94, localsgd:8 1.03/1.03/1.04, sparse:0.01
+1.03/1.04/1.07 (worst 1.07); ddp+topk:0.01 at the dense rate (compress_lr_scale off, what users
+got before the factor became the default) ends 1.22/1.42/1.59x above ddp. 15% leaves room for the
+asynchronous strategies' run-to-run noise and still fails the unscaled top-k.
 """
 
 from __future__ import annotations
