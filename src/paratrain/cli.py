@@ -73,7 +73,10 @@ def _fit_arguments(parser: argparse.ArgumentParser) -> None:
     parallel.add_argument("--timeout", dest="timeout_s", type=float, help="seconds a collective may wait before failing (300)")
     parallel.add_argument("--compress", metavar="NAME",
                           help="ddp gradient compression: fp16, bf16, powersgd:RANK, topk:RATIO, int8 "
-                               "(with adam, topk:RATIO wants --lr about 1/sqrt(RATIO) times the dense one)")
+                               "(with adam, topk:RATIO trains at --lr x 1/sqrt(RATIO); see --no-compress-lr-scale)")
+    parallel.add_argument("--no-compress-lr-scale", dest="compress_lr_scale", action="store_const", const=False,
+                          help="with adam, keep --lr as given under --compress topk:RATIO instead of "
+                               "multiplying it by 1/sqrt(RATIO)")
     parallel.add_argument("--powersgd-warmup", type=int, help="plain all-reduce steps before PowerSGD compresses (10)")
     parallel.add_argument("--no-error-feedback", dest="error_feedback", action="store_const", const=False,
                           help="drop the compression error instead of carrying it to the next step (ablation)")
@@ -90,6 +93,12 @@ def _fit_arguments(parser: argparse.ArgumentParser) -> None:
     output.add_argument("--out", help="run directory (default: a new folder under runs/)")
     output.add_argument("--quiet", dest="verbosity", action="store_const", const=0, help="print only errors and the summary")
     output.add_argument("--verbose", dest="verbosity", action="store_const", const=2, help="print debug logging")
+    output.add_argument("--tracking", choices=["mlflow", "tensorboard"],
+                        help="also log params, per-epoch metrics (and, for mlflow, the run directory) to a tracker; "
+                             "needs: pip install 'paratrain[tracking]'")
+    output.add_argument("--tracking-uri", metavar="URI",
+                        help="MLflow tracking URI (default: <run dir>/mlruns) or TensorBoard log folder "
+                             "(default: <run dir>/tensorboard)")
 
 
 _NOT_CONFIG = {"command", "config", "resume", "handler"}

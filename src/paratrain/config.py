@@ -27,6 +27,7 @@ _SCHEDULES = ("none", "cosine", "step", "onecycle")
 _ACTIVATIONS = ("relu", "gelu", "tanh", "silu", "sigmoid", "leaky_relu")
 _NORMS = ("none", "batch", "layer")
 _TASKS = ("auto", "regression", "classification")
+_TRACKERS = ("mlflow", "tensorboard")
 _MODELS = ("mlp", "formula")
 _DEVICES = ("auto", "cpu", "cuda")
 
@@ -269,6 +270,9 @@ class ParallelConfig:
     """Optimizer steps of plain all-reduce before PowerSGD starts compressing."""
     error_feedback: bool = True
     """Carry the compression error into the next step (topk, int8); off only for ablations."""
+    compress_lr_scale: bool = True
+    """With adam/adamw, multiply lr by the factor the compression calls for (topk:RATIO: 1/sqrt(RATIO),
+    see compression.topk_adam_lr_factor); False trains at lr as given."""
     sync_warmup: int = 0
     """localsgd: synchronous steps before local steps begin (post-local SGD)."""
     overlap: bool = True
@@ -293,6 +297,7 @@ class ParallelConfig:
         if self.max_staleness is not None:
             _check_int("max_staleness", self.max_staleness, 0)
         _check_flag("error_feedback", self.error_feedback)
+        _check_flag("compress_lr_scale", self.compress_lr_scale)
         _check_flag("overlap", self.overlap)
         self.compress = _check_text("compress", self.compress)
         if not isinstance(self.strategy, str):
@@ -337,10 +342,23 @@ class OutputConfig:
     """Run directory; default: a new folder under runs/."""
     verbosity: int = 1
     """0 quiet, 1 normal (progress and summary), 2 verbose (debug logging)."""
+    tracking: str | None = None
+    """Also log the run to an experiment tracker: 'mlflow' or 'tensorboard' (optional extra
+    ``paratrain[tracking]``); None logs only to the run directory."""
+    tracking_uri: str | None = None
+    """Where the tracker writes: an MLflow tracking URI (default: file store <run_dir>/mlruns) or
+    a TensorBoard log directory (default: <run_dir>/tensorboard)."""
 
     def __post_init__(self) -> None:
         self.out = _check_text("out", self.out, path=True)
         _check_int("verbosity", self.verbosity, 0)
+        self.tracking = _check_text("tracking", self.tracking)
+        if self.tracking is not None:
+            _check_choice("tracking", self.tracking, _TRACKERS)
+        self.tracking_uri = _check_text("tracking_uri", self.tracking_uri, path=True)
+        if self.tracking_uri is not None and self.tracking is None:
+            raise ConfigError(f"tracking_uri={self.tracking_uri!r} needs a tracker; give tracking='mlflow' or "
+                              "'tensorboard' (--tracking) too")
 
 
 _SECTIONS = {

@@ -232,9 +232,11 @@ _TRAINING_PARAMETERS_DOC = """
         strategy: Parallel strategy by name, with its argument: 'single', 'ddp', 'localsgd:8',
             'sparse:0.01', 'async', 'hogwild' (see ``paratrain strategies``).
         compress: ddp gradient compression: 'fp16', 'bf16', 'int8', 'topk:0.01', 'powersgd:4'. With
-            adam, 'topk:RATIO' wants a learning rate about 1/sqrt(RATIO) times the dense one.
+            adam, 'topk:RATIO' trains at learning_rate x 1/sqrt(RATIO) unless strategy_options
+            has 'compress_lr_scale': False.
         strategy_options: Further options of the strategy, as the CLI names them: a dict
-            with keys among 'powersgd_warmup', 'error_feedback', 'sync_warmup', 'max_staleness', 'overlap', 'timeout_s'.
+            with keys among 'powersgd_warmup', 'error_feedback', 'sync_warmup', 'max_staleness', 'overlap', 'timeout_s',
+            'compress_lr_scale'.
         threads: Intra-op threads per worker; None divides the cores among the workers.
         precision: 'fp32', 'bf16' or 'fp16' (CUDA only).
         device: 'cpu', 'cuda' or 'auto' (CUDA when available).
@@ -525,7 +527,8 @@ def _hidden_sizes(value: Any) -> tuple[int, ...]:
     return tuple(int(size) for size in sizes)
 
 
-_STRATEGY_OPTIONS = ("powersgd_warmup", "error_feedback", "sync_warmup", "max_staleness", "overlap", "timeout_s")
+_STRATEGY_OPTIONS = ("powersgd_warmup", "error_feedback", "sync_warmup", "max_staleness", "overlap", "timeout_s",
+                     "compress_lr_scale")
 """ParallelConfig fields an estimator passes through ``strategy_options``."""
 
 

@@ -150,8 +150,24 @@ def test_every_contender_key_builds_a_valid_fit_config():
 def test_topk_row_trains_at_its_own_learning_rate_and_a_dense_row_checks_that_rate():
     from paratrain.bench.strategies import build_contenders
 
-    rows = {c.key: c for c in build_contenders(StrategyBenchConfig(lr=2e-3, topk_ratio=0.04))}
-    assert rows["ddp-topk"].fields["lr"] == pytest.approx(2e-3 / 0.2)  # lr / sqrt(ratio) with adam
+    from paratrain.config import FitConfig
+    from paratrain.strategies import create_strategy
+    from paratrain.train.optim import resolve_learning_rate
+
+    def trained_lr(contender, config):
+        fit_config = FitConfig.from_dict({"target": "y", "lr": config.lr, "optimizer": config.optimizer,
+                                          **contender.fields})
+        strategy = create_strategy(fit_config.parallel.strategy, fit_config.parallel)
+        return resolve_learning_rate(fit_config, strategy).effective
+
+    config = StrategyBenchConfig(lr=2e-3, topk_ratio=0.04)
+    rows = {c.key: c for c in build_contenders(config)}
+    # fit() applies lr / sqrt(ratio) with adam by default: the row passes no rate of its own.
+    assert "lr" not in rows["ddp-topk"].fields
+    assert trained_lr(rows["ddp-topk"], config) == pytest.approx(2e-3 / 0.2)
+    given = StrategyBenchConfig(topk_lr=5e-3)
+    given_row = {c.key: c for c in build_contenders(given)}["ddp-topk"]
+    assert trained_lr(given_row, given) == pytest.approx(5e-3)  # a given topk_lr is not scaled again
     assert rows["ddp-topk"].label == "ddp topk:0.04, lr 0.01"
     check = rows["ddp-at-topk-lr"]
     assert check.kind == "lr-check" and check.fields["strategy"] == "ddp" and "compress" not in check.fields

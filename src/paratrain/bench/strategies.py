@@ -213,8 +213,10 @@ def build_contenders(config: StrategyBenchConfig) -> list[Contender]:
         "ddp-fp16": parallel("ddp-fp16", "ddp fp16", "ddp", compress="fp16"),
         "ddp-bf16": parallel("ddp-bf16", "ddp bf16", "ddp", compress="bf16"),
         "ddp-int8": parallel("ddp-int8", "ddp int8", "ddp", compress="int8"),
+        # fit() itself scales Adam's rate under top-k (train/optim.py); a given topk_lr replaces that.
         "ddp-topk": parallel("ddp-topk", f"ddp topk:{config.topk_ratio:g}{own_lr}", "ddp",
-                             compress=f"topk:{config.topk_ratio:g}", lr=topk_lr),
+                             compress=f"topk:{config.topk_ratio:g}",
+                             **({} if config.topk_lr is None else {"lr": topk_lr, "compress_lr_scale": False})),
         # The same dense ddp at topk's learning rate: does the rate alone make topk's final loss?
         "ddp-at-topk-lr": Contender("ddp-at-topk-lr", f"ddp, lr {topk_lr:g} (topk's; check)", w, per_worker, b,
                                     {"strategy": "ddp", "workers": w, "lr": topk_lr}, kind="lr-check"),

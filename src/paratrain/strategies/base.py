@@ -103,6 +103,13 @@ class Strategy:
         """Return the module the loop trains (possibly a wrapper around ``model``)."""
         return model
 
+    def adam_lr_factor(self) -> float:
+        """How many times larger Adam's (and AdamW's) learning rate should be under this strategy
+        than under dense ``ddp`` for the same model: 1.0 unless what reaches the optimizer changes
+        scale (``ddp`` with ``topk:RATIO``: 1/sqrt(RATIO)). The loop applies it unless
+        ``compress_lr_scale=False`` (train/optim.py, ``resolve_learning_rate``)."""
+        return 1.0
+
     def unwrap_model(self, model: torch.nn.Module) -> torch.nn.Module:
         """The plain module inside whatever ``wrap_model`` returned (for saving)."""
         return getattr(model, "module", model)

@@ -22,7 +22,8 @@ never among the largest. Every compressor counts the bytes it sends, which
 `ddp` reports as ``comm_bytes_per_step``.
 
 With Adam, ``topk:RATIO`` wants a learning rate about 1/sqrt(RATIO) times the
-dense one (see ``topk_adam_lr_factor``).
+dense one (see ``topk_adam_lr_factor``); the training loop applies it unless
+``compress_lr_scale=False`` (``Compressor.adam_lr_factor``, train/optim.py).
 
 Example:
     >>> parse_compression("topk:0.01")
@@ -174,6 +175,10 @@ class Compressor:
         """Average ``bucket.buffer()`` over ranks; return a future of the result."""
         raise NotImplementedError
 
+    def adam_lr_factor(self) -> float:
+        """How many times larger Adam's learning rate should be than under dense all-reduce (1: the same)."""
+        return 1.0
+
     def take_bytes(self) -> int:
         """Bytes sent since the last call."""
         sent, self.bytes_sent = self.bytes_sent, 0
@@ -292,6 +297,9 @@ class TopKCompressor(ResidualCompressor):
         super().__init__(error_feedback)
         self.ratio = ratio
         self._generator: torch.Generator | None = None
+
+    def adam_lr_factor(self) -> float:
+        return topk_adam_lr_factor(self.ratio)
 
     def encode(self, flat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         # int32 indices: a DDP bucket (25 MiB by default) is far below 2**31 elements.

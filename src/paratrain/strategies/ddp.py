@@ -40,6 +40,10 @@ class DistributedDataParallelStrategy(ProcessGroupStrategy):
         self._dense_bytes = 0
         self._steps = 0
 
+    def adam_lr_factor(self) -> float:
+        # The compressor decides: top-k's error feedback hands Adam bursts (see topk_adam_lr_factor).
+        return self.compressor.adam_lr_factor() if self.compressor is not None else 1.0
+
     def wrap_model(self, model: torch.nn.Module, ctx: WorkerContext) -> torch.nn.Module:
         device_ids = [ctx.device.index] if ctx.device.type == "cuda" else None
         # What a plain fp32 all-reduce sends per step: every gradient once.

@@ -26,6 +26,7 @@ from paratrain.strategies import strategy_class
 from paratrain.train import rundir
 from paratrain.train.checkpoint import load_torch, save_json_atomic
 from paratrain.train.runlock import hold_run_dir
+from paratrain.train.tracking import NoEpochLogger, check_tracking, open_tracker
 
 log = logging.getLogger("paratrain")
 
@@ -61,6 +62,7 @@ def fit(config: FitConfig, data: pd.DataFrame | None = None, callbacks: Sequence
     workers = _world_size(config)
     _check_device(config)
     _check_link(config)
+    check_tracking(config)
     frame = _check_data(config, source, workers)
     _check_workers(config, int(frame.memory_usage(deep=True).sum()))
     run_dir, created = _new_run_dir(config)
@@ -101,6 +103,7 @@ def resume(run_dir: str | os.PathLike, overrides: dict[str, Any] | None = None,
                               f"give its place with --data FILE")
         _check_device(config)
         _check_link(config)
+        check_tracking(config)
         _check_workers(config, Path(source).stat().st_size)
         if _is_main():
             rundir.write_config(run_dir, config)
@@ -138,9 +141,15 @@ def _dispatch(config: FitConfig, source: Any, run_dir: Path, resume: bool, callb
     """Run the workers; complete the summary's times; after a failure before the first
     checkpoint, remove the run directory that this run ``created``."""
     started_at = _start_time(started_at)
+    tracker = None
     try:
+        tracker = open_tracker(config, run_dir, resume) if _is_main() else None
+        if config.output.tracking is not None:
+            callbacks = (*callbacks, tracker.epoch_logger() if tracker is not None else NoEpochLogger())
         summary = _run_workers(config, source, run_dir, resume, callbacks, lock)
     except BaseException as exc:
+        if tracker is not None:
+            tracker.fail()
         if not resume and _is_main():
             rundir.remove_if_unstarted(run_dir, created)
         if isinstance(exc, OSError) and exc.filename and Path(run_dir).resolve() in Path(exc.filename).resolve().parents:
@@ -152,6 +161,8 @@ def _dispatch(config: FitConfig, source: Any, run_dir: Path, resume: bool, callb
         summary = _complete_times(summary, started_at, time.time())
         if _is_main():
             save_json_atomic(summary, run_dir / rundir.SUMMARY_FILE)
+    if tracker is not None:
+        tracker.finish(summary, run_dir)
     return FitResult(run_dir, summary)
 
 

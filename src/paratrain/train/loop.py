@@ -33,7 +33,7 @@ from paratrain.train.divergence import (
     raise_divergence,
 )
 from paratrain.train.metrics import MetricsLog, evaluation_sums, metrics_from_sums, peak_memory_bytes
-from paratrain.train.optim import build_optimizer, build_scheduler
+from paratrain.train.optim import build_optimizer, build_scheduler, resolve_learning_rate, scaled_optim_config
 from paratrain.train.precision import Precision
 from paratrain.train.progress import EpochProgress
 
@@ -172,8 +172,12 @@ def run_training(config: FitConfig, worker: WorkerContext, source: Any, run_dir:
     model = build_model(spec).to(worker.device)
     strategy = create_strategy(config.parallel.strategy, config.parallel)
     precision = Precision(config.train.precision, worker.device)
-    optimizer = build_optimizer(model.parameters(), config.optim)
-    scheduler = build_scheduler(optimizer, config.optim, config.train.epochs, steps_per_epoch(data, config))
+    rate = resolve_learning_rate(config, strategy)
+    if rate.reason and worker.is_main:
+        log.info("%s", rate.reason)
+    optim_config = scaled_optim_config(config.optim, rate)
+    optimizer = build_optimizer(model.parameters(), optim_config)
+    scheduler = build_scheduler(optimizer, optim_config, config.train.epochs, steps_per_epoch(data, config))
     scaler = precision.make_scaler()
     state = LoopState()
     metrics = MetricsLog(run_dir / rundir.METRICS_FILE)
@@ -242,6 +246,8 @@ def run_training(config: FitConfig, worker: WorkerContext, source: Any, run_dir:
         return {"status": "stopped", "epochs": state.epoch, "run_dir": str(run_dir)}
     _save_model(run_dir, model, spec, data, config)
     summary = _summary(config, worker, state, metrics.read(), time.perf_counter() - wall_start, stopped_early, data, run_dir)
+    summary["lr_scale"] = rate.scale
+    summary["effective_lr"] = rate.effective
     if final_validation:
         summary["last_epoch_val_loss"] = summary.get("val_loss")
         summary.update(final_validation)

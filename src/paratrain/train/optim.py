@@ -2,11 +2,70 @@
 
 from __future__ import annotations
 
-from typing import Iterable
+import dataclasses
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Iterable
 
 import torch
 
-from paratrain.config import OptimConfig
+from paratrain.config import FitConfig, OptimConfig
+
+if TYPE_CHECKING:
+    from paratrain.strategies import Strategy
+
+ADAPTIVE_OPTIMIZERS = ("adam", "adamw")
+"""Optimizers that divide by a running root-mean-square of the gradients: a strategy's
+``adam_lr_factor`` applies to them (SGD moves by the sum of the gradients either way)."""
+
+
+@dataclass(frozen=True)
+class LearningRate:
+    """The learning rate a run trains at: the configured one times a strategy's factor."""
+
+    configured: float
+    """``optim.lr`` as given."""
+    scale: float = 1.0
+    """Factor applied to it (1.0: none)."""
+    wanted_scale: float = 1.0
+    """Factor the strategy asks for; differs from ``scale`` when ``compress_lr_scale=False``."""
+    reason: str = ""
+    """One line for the log: why the rate was (or was not) scaled; empty when nothing applies."""
+
+    @property
+    def effective(self) -> float:
+        return self.configured * self.scale
+
+
+def resolve_learning_rate(config: FitConfig, strategy: "Strategy") -> LearningRate:
+    """The one place where a strategy's learning-rate factor meets the optimizer.
+
+    Adam and AdamW under ``ddp --compress topk:RATIO`` train at lr / sqrt(RATIO) unless
+    ``compress_lr_scale=False`` (see ``compression.topk_adam_lr_factor``); every other
+    combination keeps ``lr``.
+
+    Example:
+        >>> from paratrain.strategies import create_strategy
+        >>> config = FitConfig.from_dict({"strategy": "ddp", "workers": 2, "compress": "topk:0.01"})
+        >>> resolve_learning_rate(config, create_strategy("ddp", config.parallel)).effective
+        0.01
+    """
+    lr = config.optim.lr
+    wanted = strategy.adam_lr_factor() if config.optim.optimizer in ADAPTIVE_OPTIMIZERS else 1.0
+    if wanted == 1.0:
+        return LearningRate(lr)
+    what = config.parallel.strategy + (f" --compress {config.parallel.compress}" if config.parallel.compress else "")
+    if not config.parallel.compress_lr_scale:
+        return LearningRate(lr, 1.0, wanted, f"lr {lr:g} kept for {config.optim.optimizer} with {what} "
+                                             f"(compress_lr_scale off; the default would scale it by {wanted:g})")
+    return LearningRate(lr, wanted, wanted,
+                        f"lr {lr:g} x {wanted:g} = {lr * wanted:g} for {config.optim.optimizer} with {what}: "
+                        "top-k's error feedback hands Adam bursts of gradient it moves 1/sqrt(RATIO) times "
+                        "less; --no-compress-lr-scale keeps the given lr")
+
+
+def scaled_optim_config(config: OptimConfig, rate: LearningRate) -> OptimConfig:
+    """``config`` at the effective rate (the optimizer, and one-cycle's peak, use it)."""
+    return config if rate.scale == 1.0 else dataclasses.replace(config, lr=rate.effective)
 
 
 def build_optimizer(params: Iterable[torch.nn.Parameter], config: OptimConfig) -> torch.optim.Optimizer:
