@@ -88,7 +88,10 @@ class ProbeMeasurement:
         return abs(self.bf16_loss - self.fp32_loss) / max(abs(self.fp32_loss), 1e-12)
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "speedup": self.speedup, "best_speedup": self.best_speedup, "steady": self.steady,
+        values = asdict(self)
+        # Lists, as JSON reads them back: the summary in memory and on disk are then equal.
+        values.update(fp32_steps_s=list(self.fp32_steps_s), bf16_steps_s=list(self.bf16_steps_s))
+        return {**values, "speedup": self.speedup, "best_speedup": self.best_speedup, "steady": self.steady,
                 "loss_gap": self.loss_gap}
 
     @classmethod
