@@ -192,10 +192,12 @@ def test_explicit_precision_in_the_summary_and_a_resumed_auto_run_keeps_its_choi
     assert fixed["precision_reason"] == "set in the config (precision=fp32)"
     path = tmp_path / "data.csv"
     frame.to_csv(path, index=False)
-    values = _fit_values(tmp_path, "auto", path=str(path), hidden=[8], epochs=2, stop_after=1)
+    values = _fit_values(tmp_path, "auto", path=str(path), hidden=[8], epochs=3, stop_after=1)
     assert fit(FitConfig.from_dict(values)).summary["status"] == "stopped"
+    assert resume(tmp_path / "auto", {"stop_after": 1}).summary["status"] == "stopped"
     resumed = resume(tmp_path / "auto").summary
     assert resumed["precision"] == "fp32" and resumed["precision_reason"].endswith("; kept on resume")
+    assert resumed["precision_reason"].count("kept on resume") == 1
 
 
 @pytest.mark.timeout(120)

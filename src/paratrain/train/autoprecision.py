@@ -133,7 +133,9 @@ def resumed_precision(config: FitConfig, checkpoint_state: dict[str, Any]) -> Pr
     if config.train.precision != "auto" or not checkpoint_state.get("precision"):
         return None
     earlier = PrecisionChoice.from_dict(checkpoint_state["precision"])
-    return PrecisionChoice(earlier.name, f"{earlier.reason}; kept on resume", earlier.probe)
+    suffix = "; kept on resume"
+    reason = earlier.reason if earlier.reason.endswith(suffix) else earlier.reason + suffix  # resumed again
+    return PrecisionChoice(earlier.name, reason, earlier.probe)
 
 
 def share_from_rank0(choice: PrecisionChoice | None, world_size: int) -> PrecisionChoice:
