@@ -76,6 +76,16 @@ def test_fastest_steps_must_agree_with_the_median():
     assert decide(m)[0] == "fp32" and not m.steady
 
 
+def test_uniformly_slow_steps_of_a_busy_machine_are_not_steady():
+    # 69k parameters x 256 rows in 170 ms is 0.6 GFLOP/s: every core was taken by other work.
+    slow = ProbeMeasurement(0.17, 0.18, 1.0, 1.0, steps=6, timed_steps=4, batch_size=256, threads=2, seconds=2.0,
+                            parameters=68_865, fp32_steps_s=(0.17,) * 4, bf16_steps_s=(0.18,) * 4)
+    assert slow.fp32_flops_per_thread < 1e9 and not slow.steady
+    quick = ProbeMeasurement(1.5e-3, 0.8e-3, 1.0, 1.0, steps=17, timed_steps=15, batch_size=256, threads=1,
+                             seconds=0.05, parameters=68_865, fp32_steps_s=(1.5e-3,) * 15, bf16_steps_s=(0.8e-3,) * 15)
+    assert quick.steady
+
+
 def test_no_native_bf16_is_fp32_without_probing(monkeypatch, cache, no_probe):
     monkeypatch.setattr(autoprecision, "cpu_has_native_bf16", lambda: False)
     config = FitConfig.from_dict({"hidden": [1024, 1024], "batch_size": 1024})

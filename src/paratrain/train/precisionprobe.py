@@ -28,6 +28,9 @@ MIN_PAIRS = 3
 MIN_TIMED_STEPS = 5
 """Timed pairs the probe takes unless that would run past 1.5x its budget."""
 MAX_TIMED_STEPS = 15
+MIN_STEADY_FLOPS = 2e9
+"""fp32 flop/s per thread below which a probe is taken as disturbed. An idle AVX-512 core ran
+MLP steps at 70-80 GFLOP/s; steps on a machine with every core taken by other work ran at 0.6."""
 TIME_BUDGET_S = 2.0
 """Aim for the whole probe (both precisions, warm-up included) to take about this long."""
 
@@ -51,6 +54,8 @@ class ProbeMeasurement:
     threads: int
     seconds: float
     """Wall time of the whole probe."""
+    parameters: int = 0
+    """Parameters of the model (0: unknown); with the batch size it gives the work of a step."""
     fp32_steps_s: tuple[float, ...] = ()
     """Every timed fp32 step, in order; ``bf16_steps_s[i]`` ran right beside ``fp32_steps_s[i]``."""
     bf16_steps_s: tuple[float, ...] = ()
@@ -73,9 +78,21 @@ class ProbeMeasurement:
         return self.speedup
 
     @property
+    def fp32_flops_per_thread(self) -> float | None:
+        """Achieved fp32 rate (about 6 flops per parameter and row) per thread; None if unknown."""
+        if not self.parameters or self.fp32_step_s <= 0:
+            return None
+        return 6 * self.parameters * self.batch_size / self.fp32_step_s / max(self.threads, 1)
+
+    @property
     def steady(self) -> bool:
         """Other load did not decide the answer: in each precision the median step is within 1.5x
-        of the fastest, and the median and fastest-step speedups agree within 25%."""
+        of the fastest, the median and fastest-step speedups agree within 25%, and fp32 ran at
+        least MIN_STEADY_FLOPS per thread (a machine whose cores are all taken slows every step
+        alike: the steps look steady, but the timings say nothing about this machine)."""
+        rate = self.fp32_flops_per_thread
+        if rate is not None and rate < MIN_STEADY_FLOPS:
+            return False
         for steps in (self.fp32_steps_s, self.bf16_steps_s):
             if steps and not statistics.median(steps) <= 1.5 * min(steps):
                 return False
@@ -190,6 +207,7 @@ def probe_precisions(model: torch.nn.Module, make_optimizer: OptimizerFactory, l
         fp32_step_s=statistics.median(fp32.seconds), bf16_step_s=statistics.median(bf16.seconds),
         fp32_loss=fp32_loss, bf16_loss=bf16_loss, steps=step, timed_steps=timed, batch_size=batch_size,
         threads=torch.get_num_threads(), seconds=time.perf_counter() - started,
+        parameters=sum(p.numel() for p in model.parameters()),
         fp32_steps_s=tuple(fp32.seconds), bf16_steps_s=tuple(bf16.seconds),
     )
 
