@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,10 @@ import pytest
 import torch
 
 from paratrain.train.checkpoint import load_torch
+
+# Precision probes of the tests (and of the processes they start) are cached in a fresh folder,
+# not in the user's ~/.cache: a test must not depend on, nor leave, what an earlier run measured.
+os.environ.setdefault("PARATRAIN_CACHE_DIR", tempfile.mkdtemp(prefix="paratrain-test-cache-"))
 
 
 def regression_frame(rows: int = 512, features: int = 5, seed: int = 0) -> pd.DataFrame:

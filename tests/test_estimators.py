@@ -49,7 +49,7 @@ def friedman():
 
 def _friedman_regressor(**overrides) -> MLPRegressor:
     params = dict(hidden_layer_sizes=(64, 64), epochs=40, learning_rate=3e-3, batch_size=64,
-                  schedule="cosine", random_state=0, threads=1)
+                  schedule="cosine", random_state=0, threads=1, precision="fp32")
     return MLPRegressor(**{**params, **overrides})
 
 

@@ -59,7 +59,10 @@ def _fit_arguments(parser: argparse.ArgumentParser) -> None:
     train.add_argument("--patience", type=int, help="stop after this many epochs without a better validation loss")
     train.add_argument("--min-delta", type=float, help="smallest improvement that counts for --patience")
     train.add_argument("--seed", type=int, help="seed for initialization, split and shuffling (0)")
-    train.add_argument("--precision", choices=["fp32", "bf16", "fp16"], help="fp32 (default), bf16 autocast, fp16 (CUDA)")
+    # No argparse choices: the config's check gives the one-line error that names field, rule and value.
+    train.add_argument("--precision", metavar="NAME",
+                       help="auto (default: bf16 where a short probe measures it faster with the same loss, "
+                            "else fp32), fp32, bf16 autocast, fp16 (CUDA)")
     train.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default: auto")
     train.add_argument("--stop-after", type=int, help="end this session after N epochs; continue with --resume")
     train.add_argument("--checkpoint-every", type=int, help="write checkpoint.pt every N epochs and at the end (1); 0 never")

@@ -21,7 +21,7 @@ from typing import Any, Mapping
 
 from paratrain.errors import ConfigError
 
-_PRECISIONS = ("fp32", "bf16", "fp16")
+_PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 _OPTIMIZERS = ("adam", "adamw", "sgd")
 _SCHEDULES = ("none", "cosine", "step", "onecycle")
 _ACTIVATIONS = ("relu", "gelu", "tanh", "silu", "sigmoid", "leaky_relu")
@@ -222,8 +222,9 @@ class TrainConfig:
     """Smallest improvement of the validation loss that counts for early stopping."""
     seed: int = 0
     """Seed for initialization, splitting and shuffling."""
-    precision: str = "fp32"
-    """'fp32', 'bf16' (autocast on CPU or CUDA) or 'fp16' (CUDA only, with a gradient scaler)."""
+    precision: str = "auto"
+    """'auto' (bf16 where a short measured probe finds it faster with the same loss, else fp32),
+    'fp32', 'bf16' (autocast on CPU or CUDA) or 'fp16' (CUDA only, with a gradient scaler)."""
     device: str = "auto"
     """'cpu', 'cuda' or 'auto' (CUDA when available)."""
     stop_after: int | None = None

@@ -43,6 +43,7 @@ def run_demo(out: str | Path, rows: int = 20000, workers: int = 2, epochs: int =
         summary = fit(config).summary
         summaries.append(summary)
         print(f"demo: {strategy}: val_r2={summary['val_r2']:.4f} samples/s={summary['samples_per_s']:.0f} "
+              f"precision={summary.get('precision', 'fp32')} "
               f"wall={summary['wall_seconds']:.1f}s (start-up {summary['startup_seconds']:.1f}s, "
               f"training {summary['train_seconds']:.1f}s) -> {run_dir}")
     return summaries

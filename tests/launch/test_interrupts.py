@@ -38,7 +38,7 @@ EPOCHS = 16
 # ~50 steps per rank per epoch: a run lasts seconds, so a signal sent after the first
 # checkpoint arrives mid-run even on a loaded machine.
 FLAGS = ("--strategy", "ddp", "--workers", "2", "--epochs", str(EPOCHS), "--batch-size", "16",
-         "--hidden", "16", "--seed", "3")
+         "--hidden", "16", "--seed", "3", "--precision", "fp32")
 
 
 @pytest.fixture(scope="module")

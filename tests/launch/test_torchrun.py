@@ -16,7 +16,7 @@ from tests.conftest import assert_states_close, model_state
 @pytest.mark.timeout(180)
 def test_fit_under_torchrun_matches_the_local_launcher(tmp_path, regression_csv):
     common = ["fit", "--data", str(regression_csv), "--target", "y", "--strategy", "ddp", "--hidden", "16",
-              "--epochs", "2", "--quiet"]
+              "--epochs", "2", "--precision", "fp32", "--quiet"]
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
                 "-m", "paratrain", *common, "--out", str(tmp_path / "torchrun")]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
@@ -39,7 +39,7 @@ def test_fit_under_torchrun_matches_the_local_launcher(tmp_path, regression_csv)
 ])
 def test_communication_efficient_strategies_run_under_torchrun(tmp_path, regression_csv, strategy, deterministic):
     common = ["fit", "--data", str(regression_csv), "--target", "y", "--strategy", strategy, "--hidden", "16",
-              "--epochs", "3", "--batch-size", "32", "--quiet"]
+              "--epochs", "3", "--batch-size", "32", "--precision", "fp32", "--quiet"]
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
                 "-m", "paratrain", *common, "--out", str(tmp_path / "torchrun")]
     env = dict(os.environ, PYTHONUNBUFFERED="1")

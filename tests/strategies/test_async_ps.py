@@ -30,7 +30,7 @@ SGD = (torch.optim.SGD, {"lr": 0.1})
 
 
 def _config(tmp_path, data, name, **fields):
-    base = {"path": str(data), "target": "y", "hidden": [32, 32], "epochs": 8, "batch_size": 32, "seed": 0,
+    base = {"path": str(data), "target": "y", "hidden": [32, 32], "epochs": 8, "batch_size": 32, "seed": 0, "precision": "fp32",
             "lr": 0.01, "schedule": "cosine", "verbosity": 0, "out": str(tmp_path / name)}
     return FitConfig.from_dict({**base, **fields})
 

@@ -30,7 +30,7 @@ DENSE_BYTES = 4 * (5 * 32 + 32 + 32 * 32 + 32 + 32 + 1)  # fp32 gradients of the
 
 
 def _config(table: Path, out: Path, **fields) -> FitConfig:
-    base = {"path": str(table), "target": "y", "hidden": [32, 32], "epochs": ACCURACY_EPOCHS, "seed": 0,
+    base = {"path": str(table), "target": "y", "hidden": [32, 32], "epochs": ACCURACY_EPOCHS, "seed": 0, "precision": "fp32",
             "optimizer": "adam", "lr": 3e-3, "verbosity": 0, "out": str(out)}
     return FitConfig.from_dict({**base, **fields})
 
@@ -277,7 +277,7 @@ def test_topk_with_adam_trains_at_its_learning_rate_scaled_by_one_over_sqrt_rati
 
     def val_loss(name: str, **fields) -> float:
         config = FitConfig.from_dict({
-            "target": "y", "hidden": [256, 256], "epochs": 8, "seed": 0, "optimizer": "adam", "lr": lr,
+            "target": "y", "hidden": [256, 256], "epochs": 8, "seed": 0, "precision": "fp32", "optimizer": "adam", "lr": lr,
             "schedule": "cosine", "strategy": "ddp", "workers": 2, "batch_size": 32, "verbosity": 0,
             "out": str(tmp_path / name), **fields})
         return fit(config, data=frame).summary["val_loss"]

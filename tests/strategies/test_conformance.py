@@ -32,7 +32,7 @@ def _config(data, out, strategy, workers):
     # The same global batch everywhere: 2 workers x 32 rows, or one process x 64 rows.
     return FitConfig.from_dict({
         "path": str(data), "target": "y", "hidden": [32, 32], "epochs": 8, "batch_size": 64 // workers, "lr": 0.01,
-        "schedule": "cosine", "seed": 0, "strategy": strategy, "workers": workers, "verbosity": 0,
+        "schedule": "cosine", "seed": 0, "precision": "fp32", "strategy": strategy, "workers": workers, "verbosity": 0,
         "out": str(out),
     })
 

@@ -19,7 +19,7 @@ TOLERANCE = 2e-5
 
 
 def _config(tmp_path, data, name, **fields):
-    base = {"path": str(data), "target": "y", "hidden": [32, 32], "epochs": 2, "shuffle": False,
+    base = {"path": str(data), "target": "y", "hidden": [32, 32], "epochs": 2, "shuffle": False, "precision": "fp32",
             "val_fraction": 0.0, "seed": 3, "optimizer": "sgd", "lr": 0.05, "verbosity": 0,
             "out": str(tmp_path / name)}
     return FitConfig.from_dict({**base, **fields})

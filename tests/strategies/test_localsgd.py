@@ -16,7 +16,7 @@ DENSE_BYTES = 4 * (5 * 32 + 32 + 32 * 32 + 32 + 32 + 1)  # fp32 parameters of th
 
 
 def _config(table: Path, out: Path, **fields) -> FitConfig:
-    base = {"path": str(table), "target": "y", "hidden": [32, 32], "seed": 0, "verbosity": 0, "out": str(out)}
+    base = {"path": str(table), "target": "y", "hidden": [32, 32], "seed": 0, "precision": "fp32", "verbosity": 0, "out": str(out)}
     return FitConfig.from_dict({**base, **fields})
 
 

@@ -16,7 +16,7 @@ from tests.conftest import model_state, run_cli
 
 
 def _config(table: Path, out: Path, **fields) -> FitConfig:
-    base = {"path": str(table), "target": "y", "hidden": [16], "seed": 0, "verbosity": 0, "out": str(out),
+    base = {"path": str(table), "target": "y", "hidden": [16], "seed": 0, "precision": "fp32", "verbosity": 0, "out": str(out),
             "epochs": 3, "batch_size": 64, "threads": 1}
     return FitConfig.from_dict({**base, **fields})
 

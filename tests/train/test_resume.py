@@ -15,7 +15,7 @@ from tests.conftest import assert_states_close, model_state
 
 def _config(tmp_path, data, name, **fields):
     # Shuffling, dropout, a cosine schedule and Adam: every piece of state a resume must restore.
-    base = {"path": str(data), "target": "y", "hidden": [32, 32], "epochs": 4, "dropout": 0.1,
+    base = {"path": str(data), "target": "y", "hidden": [32, 32], "epochs": 4, "dropout": 0.1, "precision": "fp32",
             "schedule": "cosine", "lr": 0.01, "seed": 7, "verbosity": 0, "out": str(tmp_path / name)}
     return FitConfig.from_dict({**base, **fields})
 

@@ -243,7 +243,9 @@ def _throughput_runs(config: TrainingBenchConfig, frame: pd.DataFrame, workdir: 
     ddp = ThroughputRun(f"paratrain ddp x{config.ddp_workers}", config.ddp_workers, 0, ddp_rows)
     for rep in range(config.reps):
         fields = {**_base_fit_fields(config, workdir / f"single-{rep}"), "epochs": config.epochs_per_rep,
-                  "val_fraction": config.overhead_val_fraction, "strategy": "single", "threads": threads}
+                  "val_fraction": config.overhead_val_fraction, "strategy": "single", "threads": threads,
+                  # The plain loop it is compared with runs in fp32: loop overhead, not precision, is measured.
+                  "precision": "fp32"}
         single.epoch_seconds.append(_paratrain_epoch_seconds(FitConfig.from_dict(fields), frame, n_train))
         progress(f"rep {rep + 1}/{config.reps} paratrain single: {_fmt(single.epoch_seconds[-1])} s/epoch "
                  f"(load average {os.getloadavg()[0]:.1f})")
@@ -331,6 +333,9 @@ def _paratrain_time_to_target(config: TrainingBenchConfig, data_path: Path, out:
         if last["val_r2"] >= config.target_r2 or len(records) >= config.max_epochs:
             break
         resume(out, {"stop_after": 1})  # one more epoch, then look again
+    precision = _chosen_precision(out)
+    if precision:
+        progress(f"paratrain precision: {precision['name']} ({precision['reason']})")
     rows = _train_rows(config)
     return TargetRun(
         r2_by_epoch=[record["val_r2"] for record in records],
@@ -339,6 +344,14 @@ def _paratrain_time_to_target(config: TrainingBenchConfig, data_path: Path, out:
         target_r2=config.target_r2,
         wall_seconds=time.perf_counter() - started,
     )
+
+
+def _chosen_precision(run_dir: Path) -> dict[str, Any] | None:
+    """The precision the run trained in and why (its checkpoint keeps the choice)."""
+    from paratrain.train import rundir
+    from paratrain.train.checkpoint import load_torch
+
+    return load_torch(Path(run_dir) / rundir.CHECKPOINT_FILE)["state"].get("precision")
 
 
 def _train_rows(config: TrainingBenchConfig) -> int:

@@ -8,6 +8,7 @@ strategy's hooks. Rank 0 alone writes files and prints.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import math
 import time
@@ -23,6 +24,7 @@ from paratrain.errors import DivergenceError
 from paratrain.models import ModelSpec, build_model
 from paratrain.strategies import Strategy, WorkerContext, create_strategy
 from paratrain.train import interrupts, rundir
+from paratrain.train.autoprecision import PrecisionChoice, choose_precision, resumed_precision, share_from_rank0
 from paratrain.train.checkpoint import load_torch, save_json_atomic, save_torch_atomic
 from paratrain.train.divergence import (
     check_finite_model,
@@ -60,6 +62,8 @@ class LoopState:
     train_seconds: float = 0.0
     samples_seen: int = 0
     history: list[float] = field(default_factory=list)
+    precision: dict[str, Any] | None = None
+    """The precision the run chose and why (PrecisionChoice.to_dict): a resumed 'auto' run keeps it."""
 
 
 @dataclass
@@ -171,7 +175,10 @@ def run_training(config: FitConfig, worker: WorkerContext, source: Any, run_dir:
     spec = ModelSpec(config.model, tuple(data.feature_names), data.n_outputs)
     model = build_model(spec).to(worker.device)
     strategy = create_strategy(config.parallel.strategy, config.parallel)
-    precision = Precision(config.train.precision, worker.device)
+    choice = _resolve_precision(config, worker, run_dir, resume, model, data)
+    # From here on the config names the precision actually used (divergence hints read it).
+    config = dataclasses.replace(config, train=dataclasses.replace(config.train, precision=choice.name))
+    precision = Precision(choice.name, worker.device)
     rate = resolve_learning_rate(config, strategy)
     if rate.reason and worker.is_main:
         log.info("%s", rate.reason)
@@ -179,10 +186,11 @@ def run_training(config: FitConfig, worker: WorkerContext, source: Any, run_dir:
     optimizer = build_optimizer(model.parameters(), optim_config)
     scheduler = build_scheduler(optimizer, optim_config, config.train.epochs, steps_per_epoch(data, config))
     scaler = precision.make_scaler()
-    state = LoopState()
+    state = LoopState(precision=choice.to_dict())
     metrics = MetricsLog(run_dir / rundir.METRICS_FILE)
     if resume:
         state = _load_checkpoint(run_dir, model, optimizer, scheduler, scaler, strategy)
+        state.precision = choice.to_dict()
         if strategy.replicas_differ and not worker.is_main:
             _load_rank_checkpoint(run_dir, worker, model, optimizer, strategy, state.epoch)
         if worker.is_main:
@@ -252,8 +260,27 @@ def run_training(config: FitConfig, worker: WorkerContext, source: Any, run_dir:
         summary["last_epoch_val_loss"] = summary.get("val_loss")
         summary.update(final_validation)
     summary["stopped_by_callback"] = stopped_by_callback
+    summary.update(choice.summary_fields())
     save_json_atomic(summary, run_dir / rundir.SUMMARY_FILE)
     return summary
+
+
+def _resolve_precision(config: FitConfig, worker: WorkerContext, run_dir: Path, resume: bool,
+                       model: torch.nn.Module, data: PreparedData) -> PrecisionChoice:
+    """The run's precision: as configured, kept from the run being resumed, or (auto) measured
+    by rank 0 and shared with every rank; rank 0 logs it in one line."""
+    make_optimizer = lambda params: build_optimizer(params, config.optim)  # noqa: E731
+    if config.train.precision != "auto":
+        return choose_precision(config, model, data.x_train, data.y_train, make_loss(data.task), make_optimizer)
+    # Every rank reads rank 0's checkpoint when resuming: all find the same earlier choice (or none).
+    choice = resumed_precision(config, load_torch(run_dir / rundir.CHECKPOINT_FILE).get("state", {})) if resume else None
+    if choice is None:
+        mine = (choose_precision(config, model, data.x_train, data.y_train, make_loss(data.task), make_optimizer)
+                if worker.is_main else None)
+        choice = share_from_rank0(mine, worker.world_size)
+    if worker.is_main:
+        log.info("precision: %s (auto) - %s", choice.name, choice.reason)
+    return choice
 
 
 def _run_epoch(ctx: StepContext, data: PreparedData, config: FitConfig, state: LoopState,
