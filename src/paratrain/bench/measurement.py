@@ -69,6 +69,12 @@ class BenchConfig:
         from paratrain.config import FitConfig
 
         self.resolved = FitConfig.from_dict(self.fit)  # the workload's own errors, before anything runs
+        if self.resolved.train.precision == "auto":
+            # Rows compare strategies at one precision: auto measures per run, and rows with other
+            # thread counts (single on every core, 2 workers on one core each) may choose differently.
+            # A workload that names bf16 is compared at bf16 (the torch-ddp reference stays fp32).
+            self.fit = {**self.fit, "precision": "fp32"}
+            self.resolved = FitConfig.from_dict(self.fit)
         if self.resolved.train.epochs < 2:
             raise ConfigError(f"epochs={self.resolved.train.epochs!r} must be >= 2: the first epoch is a warm-up "
                               "that samples/s leaves out")
