@@ -1,0 +1,48 @@
+"""``predict_step``: a contender's step time, throughput and memory per rank for p workers on a link."""
+
+from __future__ import annotations
+
+from paratrain.costmodel.calibration import Calibration
+from paratrain.costmodel.compute import compute_profile
+from paratrain.costmodel.network import Network, as_network
+from paratrain.costmodel.step import Prediction, StepInputs
+from paratrain.costmodel.strategies import model_for
+from paratrain.errors import ConfigError
+
+__all__ = ["Prediction", "predict_step"]
+
+
+def predict_step(calibration: Calibration, contender: str, workers: int, link) -> Prediction:
+    """Predict one step of ``contender`` ('ddp+topk:0.01', 'localsgd:8', 'single') on ``workers``
+    workers over ``link``: a launch.links.Link or its name (workers on this machine), a
+    costmodel.network.Network, or a rate in bits per second (one worker per machine).
+
+    Example:
+        >>> from paratrain.costmodel.calibration import Calibration, ComputeProfile, Fingerprint
+        >>> calibration = Calibration(Fingerprint((10, 1024, 1024, 1), 1_061_889, 256), cores=2,
+        ...     compute={1: ComputeProfile(1, 2, 0.02, 0.018, 0.002, 5e-5)})
+        >>> round(predict_step(calibration, "ddp", 8, 10e9).comm_bytes / 2**20, 1)
+        4.1
+    """
+    from paratrain.strategies import split_contender, split_strategy_name, strategy_class
+
+    if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
+        raise ConfigError(f"workers={workers!r} must be an integer >= 1")
+    strategy, compress = split_contender(contender)
+    name, argument = split_strategy_name(strategy)
+    cls = strategy_class(strategy)
+    network = as_network(link)
+    if not cls.runs_across_hosts and not network.shared_machine:
+        raise ConfigError(f"{contender!r} runs on one machine only; it cannot use workers on {network.describe()}")
+    module = model_for(name)
+    if module is None:
+        raise ConfigError(f"{contender!r} has no cost model; modelled: single, ddp, localsgd, sparse, async, hogwild")
+    if not cls.needs_process_group:
+        workers = 1
+    if 1 not in calibration.compute:
+        raise ConfigError("the calibration has no one-process compute measurement; run `paratrain calibrate` again")
+    profile, note = compute_profile(calibration, network, workers)
+    inputs = StepInputs(calibration, network, workers, profile, note, compress or argument, contender)
+    return module.predict(inputs)
+
+
