@@ -67,7 +67,8 @@ def _fit_arguments(parser: argparse.ArgumentParser) -> None:
                        help="validations per epoch (1); above 1, metrics.jsonl lists those inside each epoch")
 
     parallel = parser.add_argument_group("parallelism")
-    parallel.add_argument("--strategy", help="single (default), ddp; see `paratrain strategies`")
+    parallel.add_argument("--strategy", help="single (default), ddp, ...; see `paratrain strategies`; auto: the "
+                          "cost model's choice for --workers (see `paratrain advise`)")
     parallel.add_argument("--workers", type=int, help="worker processes on this machine (1)")
     parallel.add_argument("--threads", type=int, help="intra-op threads per worker (default: cores / workers)")
     parallel.add_argument("--timeout", dest="timeout_s", type=float, help="seconds a collective may wait before failing (300)")
@@ -81,6 +82,8 @@ def _fit_arguments(parser: argparse.ArgumentParser) -> None:
                           help="sparse: wait for each step's exchange instead of overlapping it with the next step")
     parallel.add_argument("--sync-warmup", type=int, help="localsgd: synchronous steps before local steps (0)")
     parallel.add_argument("--max-staleness", type=int, help="async: bound on how far a worker may run ahead")
+    parallel.add_argument("--calibration", metavar="JSON",
+                          help="--strategy auto: predict from this `paratrain calibrate` file (default: a quick probe)")
 
     output = parser.add_argument_group("output")
     output.add_argument("--out", help="run directory (default: a new folder under runs/)")
@@ -255,10 +258,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(handler=cmd_demo)
 
     # Each area registers its own subcommands (their modules import torch lazily too).
+    from paratrain.costmodel.cli import add_parsers as add_costmodel_parsers
     from paratrain.curvefit.cli import add_parser as add_curvefit_parser
     from paratrain.tune.cli import add_parsers as add_tune_parsers
 
     add_curvefit_parser(commands)
+    add_costmodel_parsers(commands)
     add_tune_parsers(commands)
     return parser
 

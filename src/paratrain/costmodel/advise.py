@@ -73,8 +73,8 @@ def advise(calibration: Calibration, network: Network, workers: int, samples_to_
         cls = strategy_class(split_contender(name)[0])
         if cls.diagnostic_only:
             continue
-        if not cls.runs_across_hosts and not network.shared_machine:
-            advice.skipped.append(f"{name}: runs on one machine only")
+        if not cls.runs_across_hosts and (not network.shared_machine or network.bytes_per_s is not None):
+            advice.skipped.append(f"{name}: its workers must share one machine's memory, not a link")
             continue
         p = workers if cls.needs_process_group else 1
         prediction = predict_step(calibration, name, p, network)

@@ -116,7 +116,9 @@ def _one_process(workload: Workload, threads: int, end: float, say: Callable[[st
     try:
         repeats = _repeats(workload, end)
         figures = measure_compute(workload, repeats)
-        figures["topk_encode_s"], figures["topk_decode_per_rank_s"] = measure_topk(workload, max(3, repeats // 2), 1)
+        figures["topk_encode_s"], figures["topk_decode_fixed_s"], figures["topk_decode_per_rank_s"] = \
+            measure_topk(workload, max(3, repeats // 2))
+        figures["process_rss"] = rss_bytes()
         figures["powersgd_compute_s"] = measure_powersgd(workload, max(3, repeats // 2))
     finally:
         torch.set_num_threads(before)
@@ -125,14 +127,12 @@ def _one_process(workload: Workload, threads: int, end: float, say: Callable[[st
 
 def _repeats(workload: Workload, end: float) -> int:
     """Timed steps that fit in a tenth of what is left (at least 3, at most 20)."""
-    import time as clock
-
     from paratrain.costmodel.probes import time_steps
 
     model, optimizer = workload.build()
-    start = clock.perf_counter()
+    start = time.perf_counter()
     time_steps(workload, model, optimizer, workload.batch_size, 1)
-    one = max(1e-4, clock.perf_counter() - start)
+    one = max(1e-4, time.perf_counter() - start)
     return int(max(3, min(20, (end - time.monotonic()) / 10 / (2 * one))))
 
 
@@ -158,6 +158,7 @@ def _profile(workers: int, threads: int, figures: dict[str, float]) -> ComputePr
                           forward_backward_s=figures["forward_backward_s"], optimizer_s=figures["optimizer_s"],
                           per_sample_s=figures["per_sample_s"], ddp_step_s=figures.get("ddp_step_s"),
                           topk_encode_s=figures.get("topk_encode_s"),
+                          topk_decode_fixed_s=figures.get("topk_decode_fixed_s"),
                           topk_decode_per_rank_s=figures.get("topk_decode_per_rank_s"),
                           powersgd_compute_s=figures.get("powersgd_compute_s"))
 
@@ -180,4 +181,4 @@ def _size(nbytes: int) -> str:
     return f"{nbytes // 2**20} MiB" if nbytes >= 2**20 else f"{nbytes // 1024} KiB"
 
 
-__all__ = ["COLLECTIVES", "calibrate", "link_launch_supported", "rss_bytes", "workload_from_config"]
+__all__ = ["COLLECTIVES", "calibrate", "link_launch_supported", "workload_from_config"]

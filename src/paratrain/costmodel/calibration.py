@@ -77,6 +77,8 @@ class ComputeProfile:
     ddp_step_s: float | None = None
     topk_encode_s: float | None = None
     """Top-k selection (ratio 0.01) and error feedback on the model's flat gradient."""
+    topk_decode_fixed_s: float | None = None
+    """Decoding's cost whatever the ranks: a dense zero vector of the gradient's size."""
     topk_decode_per_rank_s: float | None = None
     """Adding one rank's (index, value) pairs back into a dense gradient."""
     powersgd_compute_s: float | None = None

@@ -15,7 +15,7 @@ from paratrain.costmodel.calibration import Calibration, ComputeProfile
 from paratrain.costmodel.network import Network
 
 _SCALED = ("step_s", "forward_backward_s", "optimizer_s", "per_sample_s", "ddp_overhead_s", "ddp_step_s",
-           "topk_encode_s", "topk_decode_per_rank_s", "powersgd_compute_s")
+           "topk_encode_s", "topk_decode_fixed_s", "topk_decode_per_rank_s", "powersgd_compute_s")
 PARALLEL_EFFICIENCY = 0.8
 """Share of an extra core that an intra-op-threaded MLP step uses (an assumption where not
 measured: matrix products scale well, the many small element-wise ops less)."""
@@ -37,14 +37,16 @@ def compute_profile(calibration: Calibration, network: Network, workers: int) ->
     cores = calibration.cores
     below = [p for p in measured if p <= workers]
     reference = max(below) if below else min(measured)
-    profile = measured[reference]
-    # Time-sharing: beyond the cores, each worker gets cores/p of a core instead of cores/reference.
-    share_now = min(1.0, cores / workers)
-    share_then = min(1.0, cores / reference)
-    factor = share_then / share_now if workers > reference else 1.0
+    # Each worker gets cores/p of the machine (under one core when p > cores: time-sharing).
+    factor = speed(cores / reference) / speed(cores / workers)
     threads = max(1, cores // workers)
-    return scaled(profile, factor, workers, threads), (f"scaled from {reference} measured workers "
-                                                        f"({workers} share {cores} cores)")
+    return scaled(measured[reference], factor, workers, threads), (
+        f"scaled from {reference} measured worker{'s' if reference > 1 else ''} ({workers} share {cores} cores)")
+
+
+def speed(cores: float) -> float:
+    """Relative speed of one step on ``cores`` cores (a fraction: a time-shared core)."""
+    return cores if cores <= 1 else 1 + PARALLEL_EFFICIENCY * (cores - 1)
 
 
 def _own_machine(calibration: Calibration, cores: int) -> tuple[ComputeProfile, str]:
@@ -58,8 +60,5 @@ def _own_machine(calibration: Calibration, cores: int) -> tuple[ComputeProfile, 
     if concurrent in calibration.compute:
         profile = calibration.compute[concurrent]
         return replace(profile, workers=1), f"measured as {concurrent} workers x {cores} threads"
-    if cores > here:
-        factor = (1 + PARALLEL_EFFICIENCY * (here - 1)) / (1 + PARALLEL_EFFICIENCY * (cores - 1))
-    else:
-        factor = here / cores
+    factor = speed(here) / speed(cores)
     return scaled(one, factor, 1, cores), f"scaled from {here} cores to {cores} (assumed {PARALLEL_EFFICIENCY:.0%} per extra core)"

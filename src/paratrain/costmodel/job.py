@@ -111,8 +111,8 @@ class CalibrationJob:
             dist.barrier()
             figures["ddp_step_s"] = self._ddp_step(workload)
         dist.barrier()
-        figures["topk_encode_s"], figures["topk_decode_per_rank_s"] = measure_topk(
-            workload, max(3, self.compute_repeats // 2), world_size)
+        figures["topk_encode_s"], figures["topk_decode_fixed_s"], figures["topk_decode_per_rank_s"] = \
+            measure_topk(workload, max(3, self.compute_repeats // 2))
         dist.barrier()
         figures["powersgd_compute_s"] = measure_powersgd(workload, max(3, self.compute_repeats // 2))
         figures["process_rss"] = rss_bytes()

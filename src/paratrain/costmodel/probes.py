@@ -123,8 +123,10 @@ def flat_gradient(workload: Workload) -> tuple[torch.nn.Module, torch.Tensor]:
     return model, torch.cat([p.grad.reshape(-1) for p in model.parameters() if p.grad is not None])
 
 
-def measure_topk(workload: Workload, repeats: int, workers: int) -> tuple[float, float]:
-    """(encode seconds, decode seconds per rank) of ddp's top-k hook at ratio 0.01 on this model's gradient."""
+def measure_topk(workload: Workload, repeats: int) -> tuple[float, float, float]:
+    """(encode seconds, decode fixed seconds, decode seconds per rank) of ddp's top-k hook at ratio
+    0.01 on this model's gradient. Decoding is a dense zero vector plus one scatter-add per rank:
+    timed with 1 and 4 ranks' payloads, so that 64 ranks are an extrapolation of a line."""
     from paratrain.strategies.compression import TopKCompressor
 
     _, flat = flat_gradient(workload)
@@ -139,9 +141,10 @@ def measure_topk(workload: Workload, repeats: int, workers: int) -> tuple[float,
 
     encode_s = median_time(encode, repeats)
     payload = encode()
-    payloads = [payload] * max(1, workers)
-    decode_s = median_time(lambda: compressor.decode_sum(payloads, flat), repeats)
-    return encode_s, decode_s / max(1, workers)
+    one = median_time(lambda: compressor.decode_sum([payload], flat), repeats)
+    four = median_time(lambda: compressor.decode_sum([payload] * 4, flat), repeats)
+    per_rank = max(0.0, (four - one) / 3)
+    return encode_s, max(0.0, one - per_rank), per_rank
 
 
 def measure_powersgd(workload: Workload, repeats: int) -> float:

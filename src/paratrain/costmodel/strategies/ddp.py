@@ -110,7 +110,8 @@ def _topk(inputs: StepInputs, compute: float, overhead: float, ratio: float) -> 
     payload = 8.0 * k_total
     comm = sum(inputs.comm("all_gather", 8.0 * math.ceil(ratio * piece / FLOAT_BYTES)) for piece in pieces)
     # Calibrated at ratio 0.01: selection scales little with the ratio (one pass over |g| dominates).
-    arithmetic = (profile.topk_encode_s or 0.0) + inputs.workers * (profile.topk_decode_per_rank_s or 0.0)
+    arithmetic = ((profile.topk_encode_s or 0.0) + (profile.topk_decode_fixed_s or 0.0)
+                  + inputs.workers * (profile.topk_decode_per_rank_s or 0.0))
     received = payload * (inputs.workers - 1)
     memory = inputs.base_memory() + 3 * inputs.dense_bytes + payload * inputs.workers
     reason = (f"{bound(compute, comm, payload, inputs)}; all-gather brings {size(received)} per step to each "
