@@ -10,8 +10,11 @@ whole stages are trimmed to fit, and ``Calibration.measured`` says what was.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
+import signal
+import threading
 import time
 from typing import Any, Callable, Sequence
 
@@ -32,6 +35,8 @@ LAUNCH_S = 6.0
 """A launch of p workers costs a few seconds before any work (start, import torch, rendezvous);
 measured 3-5 s on a loaded 2-core machine. A stage that cannot get this much more is skipped."""
 MAX_BUDGET_S = 60.0
+STOP_S = 3.0
+"""Stopping a stage's workers takes up to a few seconds: a stage is cut this long before the budget ends."""
 
 
 def workload_from_config(config: FitConfig, frame: pd.DataFrame | None = None) -> Workload:
@@ -86,7 +91,13 @@ def calibrate(workload: Workload, workers: Sequence[int] = (1, 2), links: Sequen
             calibration.measured.append(f"skipped {p} workers{' on ' + link.name if link else ''}: "
                                         f"{left:.0f} s of the budget left")
             continue
-        result = _launch_stage(workload if with_compute else None, p, default_threads(p), link, share, say)
+        try:
+            with hard_limit(end - time.monotonic() - STOP_S):
+                result = _launch_stage(workload if with_compute else None, p, default_threads(p), link, share, say)
+        except BudgetExceeded:
+            calibration.measured.append(f"stopped {p} workers{' on ' + link.name if link else ''} at the "
+                                        f"{budget_s:g} s budget (the machine is slow to start workers)")
+            continue
         link_name = link.name if link is not None else LOOPBACK
         for name, rows in result.get("collectives", {}).items():
             points.setdefault(link_name, {}).setdefault(name, []).extend(tuple(row) for row in rows)
@@ -105,6 +116,31 @@ def calibrate(workload: Workload, workers: Sequence[int] = (1, 2), links: Sequen
     _ddp_overheads(calibration)
     calibration.elapsed_s = time.monotonic() - started
     return calibration
+
+
+class BudgetExceeded(Exception):
+    """The calibration's time budget ran out in the middle of a stage."""
+
+
+@contextlib.contextmanager
+def hard_limit(seconds: float):
+    """Raise BudgetExceeded in this (main) thread after ``seconds``: the launcher's clean-up then
+    stops the workers. Elsewhere than the main thread there is no alarm; the job's own deadlines
+    still trim its work."""
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "setitimer"):
+        yield
+        return
+
+    def expire(signum, frame):
+        raise BudgetExceeded()
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, max(0.01, seconds))
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def _one_process(workload: Workload, threads: int, end: float, say: Callable[[str], None]) -> ComputeProfile:
@@ -142,13 +178,15 @@ def _launch_stage(workload: Workload | None, workers: int, threads: int, link: L
     from paratrain.launch.local import launch_local
 
     say(f"{workers} workers{' on ' + link.name if link else ''}: collectives" + (" and compute" if workload else ""))
-    # The job's own deadline leaves room for its start and for the compute part after the collectives.
+    # The job's own deadline leaves room for its start and for the compute part after the collectives
+    # (which times every contender's real step too: the larger part).
     work = share - LAUNCH_S
-    collective_part = work * (0.5 if workload is not None else 1.0)
+    collective_part = work * (0.3 if workload is not None else 1.0)
     deadline = time.time() + LAUNCH_S + collective_part
     repeats = 3 if share > 15 else 2
     job = CalibrationJob(threads=threads, deadline=deadline, sizes=SIZES, repeats=repeats, workload=workload,
-                         compute_repeats=6 if work > 10 else 3)
+                         compute_repeats=10, end=time.time() + share - 1.0,
+                         strategy_steps=8 if workload is not None else 0)
     kwargs = {"link": link} if link is not None and link.emulated else {}
     return launch_local(job, workers, **kwargs)
 
@@ -157,24 +195,30 @@ def _profile(workers: int, threads: int, figures: dict[str, float]) -> ComputePr
     return ComputeProfile(workers=workers, threads=threads, step_s=figures["step_s"],
                           forward_backward_s=figures["forward_backward_s"], optimizer_s=figures["optimizer_s"],
                           per_sample_s=figures["per_sample_s"], ddp_step_s=figures.get("ddp_step_s"),
+                          ddp_nocomm_step_s=figures.get("ddp_nocomm_step_s"),
                           topk_encode_s=figures.get("topk_encode_s"),
                           topk_decode_fixed_s=figures.get("topk_decode_fixed_s"),
                           topk_decode_per_rank_s=figures.get("topk_decode_per_rank_s"),
-                          powersgd_compute_s=figures.get("powersgd_compute_s"))
+                          powersgd_compute_s=figures.get("powersgd_compute_s"),
+                          strategy_step_s=dict(figures.get("strategy_step_s") or {}))
 
 
 def _ddp_overheads(calibration: Calibration) -> None:
-    """DDP's own cost per step: its measured step on loopback, less compute and the modelled all-reduce."""
+    """DDP's own cost per step (its step without communication, less compute), and how much the
+    all-reduce inside a DDP step outlasts the same all-reduce timed alone (cores busy computing)."""
     fits = calibration.collectives.get(LOOPBACK, {})
-    if "all_reduce" not in fits:
-        return
     dense = calibration.memory.get("gradients", 4.0 * calibration.parameters)
     for p, profile in list(calibration.compute.items()):
         if profile.ddp_step_s is None:
             continue
-        comm = collective_time(fits["all_reduce"], "all_reduce", p, dense)
-        overhead = max(0.0, profile.ddp_step_s - profile.step_s - comm)
-        calibration.compute[p] = ComputeProfile(**{**profile.to_dict(), "ddp_overhead_s": overhead})
+        nocomm = profile.ddp_nocomm_step_s if profile.ddp_nocomm_step_s is not None else profile.step_s
+        overhead = max(0.0, nocomm - profile.step_s)
+        inflation = None
+        if "all_reduce" in fits:
+            comm = collective_time(fits["all_reduce"], "all_reduce", p, dense)
+            inflation = max(1.0, (profile.ddp_step_s - nocomm) / comm) if comm > 0 else 1.0
+        calibration.compute[p] = ComputeProfile(**{**profile.to_dict(), "ddp_overhead_s": overhead,
+                                                   "comm_inflation": inflation})
 
 
 def _size(nbytes: int) -> str:

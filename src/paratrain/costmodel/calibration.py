@@ -73,8 +73,13 @@ class ComputeProfile:
     per_sample_s: float
     """Slope of forward + backward over two batch sizes."""
     ddp_overhead_s: float | None = None
-    """A DDP step on loopback minus compute minus the modelled all-reduce: the wrapper's own cost."""
+    """The DDP wrapper's own cost per step: a DDP step without communication minus compute."""
     ddp_step_s: float | None = None
+    ddp_nocomm_step_s: float | None = None
+    """A DDP step whose hook returns the bucket at once: the wrapper's cost without communication."""
+    comm_inflation: float | None = None
+    """How much longer gloo's collectives take while the workers compute on the same cores than
+    when timed alone: (DDP step - DDP step without communication) / modelled all-reduce, >= 1."""
     topk_encode_s: float | None = None
     """Top-k selection (ratio 0.01) and error feedback on the model's flat gradient."""
     topk_decode_fixed_s: float | None = None
@@ -83,6 +88,8 @@ class ComputeProfile:
     """Adding one rank's (index, value) pairs back into a dense gradient."""
     powersgd_compute_s: float | None = None
     """PowerSGD's matrix products, orthogonalization and error feedback (rank 4)."""
+    strategy_step_s: dict[str, float] = field(default_factory=dict)
+    """Each contender's real step through the training loop on loopback (strategy_steps.py)."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -90,7 +97,9 @@ class ComputeProfile:
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "ComputeProfile":
         names = {f for f in cls.__dataclass_fields__}
-        return cls(**{k: v for k, v in values.items() if k in names})
+        kept = {k: v for k, v in values.items() if k in names}
+        kept["strategy_step_s"] = {str(k): float(v) for k, v in (kept.get("strategy_step_s") or {}).items()}
+        return cls(**kept)
 
 
 @dataclass

@@ -15,6 +15,7 @@ from paratrain.costmodel.calibration import Calibration, ComputeProfile
 from paratrain.costmodel.network import Network
 
 _SCALED = ("step_s", "forward_backward_s", "optimizer_s", "per_sample_s", "ddp_overhead_s", "ddp_step_s",
+           "ddp_nocomm_step_s",
            "topk_encode_s", "topk_decode_fixed_s", "topk_decode_per_rank_s", "powersgd_compute_s")
 PARALLEL_EFFICIENCY = 0.8
 """Share of an extra core that an intra-op-threaded MLP step uses (an assumption where not
@@ -24,7 +25,8 @@ measured: matrix products scale well, the many small element-wise ops less)."""
 def scaled(profile: ComputeProfile, factor: float, workers: int, threads: int) -> ComputeProfile:
     values = {name: (getattr(profile, name) * factor if getattr(profile, name) is not None else None)
               for name in _SCALED}
-    return replace(profile, workers=workers, threads=threads, **values)
+    steps = {name: seconds * factor for name, seconds in profile.strategy_step_s.items()}
+    return replace(profile, workers=workers, threads=threads, strategy_step_s=steps, **values)
 
 
 def compute_profile(calibration: Calibration, network: Network, workers: int) -> tuple[ComputeProfile, str]:

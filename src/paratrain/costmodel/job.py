@@ -34,6 +34,10 @@ class CalibrationJob:
     repeats: int = 3
     workload: Workload | None = None
     compute_repeats: int = 8
+    end: float | None = None
+    strategy_steps: int = 0
+    """Steps to time of every contender's real strategy (0: none); see strategy_steps.py."""
+    """Unix time by which the compute part must be done (repeats are cut to fit)."""
 
     @property
     def timeout_s(self) -> float:
@@ -106,32 +110,59 @@ class CalibrationJob:
         """Every rank measures at once (contending as in training); rank 0 gets the means."""
         workload = self.workload
         dist.barrier()
-        figures = measure_compute(workload, self.compute_repeats)
+        repeats = self._repeats(rank, workload)
+        figures = measure_compute(workload, repeats)
         if world_size > 1:
             dist.barrier()
-            figures["ddp_step_s"] = self._ddp_step(workload)
+            figures["ddp_step_s"] = self._ddp_step(workload, repeats)
+            dist.barrier()
+            figures["ddp_nocomm_step_s"] = self._ddp_step(workload, repeats, communicate=False)
         dist.barrier()
         figures["topk_encode_s"], figures["topk_decode_fixed_s"], figures["topk_decode_per_rank_s"] = \
-            measure_topk(workload, max(3, self.compute_repeats // 2))
+            measure_topk(workload, max(2, repeats // 2))
         dist.barrier()
-        figures["powersgd_compute_s"] = measure_powersgd(workload, max(3, self.compute_repeats // 2))
+        figures["powersgd_compute_s"] = measure_powersgd(workload, max(2, repeats // 2))
         figures["process_rss"] = rss_bytes()
         everyone: list[dict] = [{} for _ in range(world_size)]
         dist.all_gather_object(everyone, figures)
-        return {key: statistics.fmean(r[key] for r in everyone) for key in figures}
+        result = {key: statistics.fmean(r[key] for r in everyone) for key in figures}
+        if self.strategy_steps:
+            from paratrain.costmodel.strategy_steps import time_contenders
 
-    def _ddp_step(self, workload: Workload) -> float:
-        """Median seconds of a plain DDP step (forward, backward with the all-reduce, optimizer)."""
+            result["strategy_step_s"] = time_contenders(workload, rank, world_size, self.strategy_steps, self.end)
+        return result
+
+    def _repeats(self, rank: int, workload: Workload) -> int:
+        """Timed steps per measurement that fit before ``end``: every rank times one step, rank 0 decides
+        (about 5 steps' worth of work per repeat: compute at two batch sizes, DDP, top-k, PowerSGD)."""
+        from paratrain.costmodel.probes import time_steps
+
+        model, optimizer = workload.build()
+        start = time.perf_counter()
+        time_steps(workload, model, optimizer, workload.batch_size, 1)
+        one = time.perf_counter() - start
+        left = (self.end - time.time()) if self.end is not None else one * 5 * self.compute_repeats
+        # A third of the time for these; the rest for every contender's real steps (~13 steps each).
+        budget = left / 3 if self.strategy_steps else left
+        chosen = torch.tensor([max(2, min(self.compute_repeats, int(budget / (5 * max(one, 1e-4)))))])
+        dist.broadcast(chosen, src=0)
+        return int(chosen.item())
+
+    def _ddp_step(self, workload: Workload, repeats: int, communicate: bool = True) -> float:
+        """Median seconds of a plain DDP step (forward, backward with the all-reduce, optimizer);
+        without ``communicate`` its hook hands each bucket back at once (the wrapper's cost alone)."""
         from torch.nn.parallel import DistributedDataParallel
 
         from paratrain.train.optim import build_optimizer
 
         model, _ = workload.build()
         wrapped = DistributedDataParallel(model)
+        if not communicate:
+            wrapped.register_comm_hook(None, _no_communication)
         optimizer = build_optimizer(model.parameters(), workload.optim)
         x, y = workload.batch(workload.batch_size)
         times = []
-        for i in range(self.compute_repeats + 3):  # DDP rebuilds its buckets after the first steps
+        for i in range(repeats + 3):  # DDP rebuilds its buckets after the first steps
             start = time.perf_counter()
             optimizer.zero_grad(set_to_none=True)
             workload.loss(wrapped(x), y).backward()
@@ -139,3 +170,10 @@ class CalibrationJob:
             if i >= 3:
                 times.append(time.perf_counter() - start)
         return statistics.median(times)
+
+
+def _no_communication(state, bucket):
+    """A DDP hook that sends nothing: the bucket, as it is, at once."""
+    future = torch.futures.Future()
+    future.set_result(bucket.buffer())
+    return future

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from paratrain.costmodel.calibration import Calibration, ComputeProfile
 from paratrain.costmodel.network import Network, comm_time
+from paratrain.launch.links import LOOPBACK
 
 FLOAT_BYTES = 4
 WORKER_BYTES = 260 * 2**20
@@ -67,8 +68,15 @@ class StepInputs:
         return float(FLOAT_BYTES * self.parameters)
 
     def comm(self, collective: str, nbytes: float, workers: int | None = None) -> float:
-        return comm_time(self.calibration, self.network, collective, self.workers if workers is None else workers,
-                         nbytes)
+        """Seconds of one collective during training: on a shared machine, gloo's own work (loopback's
+        time) is inflated by the calibration's measured contention with compute; the wire's is not."""
+        p = self.workers if workers is None else workers
+        seconds = comm_time(self.calibration, self.network, collective, p, nbytes)
+        inflation = self.profile.comm_inflation
+        if not self.network.shared_machine or not inflation or inflation <= 1.0:
+            return seconds
+        loopback = comm_time(self.calibration, Network(LOOPBACK), collective, p, nbytes)
+        return seconds + (inflation - 1.0) * min(loopback, seconds)
 
     def base_memory(self) -> float:
         """A worker: its process, parameters, gradients, optimizer state, activations."""
