@@ -123,8 +123,14 @@ def main(argv=None) -> int:
                 errors = [abs(r["error_pct"]) for r in setting]
                 tau = kendall_tau([r["predicted_samples_per_s"] for r in setting],
                                   [r["measured_samples_per_s"] for r in setting])
+                # The contender the model would pick by throughput, measured against the measured best.
+                picked = max(setting, key=lambda r: r["predicted_samples_per_s"])
+                best = max(setting, key=lambda r: r["measured_samples_per_s"])
+                shortfall = (1 - picked["measured_samples_per_s"] / best["measured_samples_per_s"]) * 100
                 settings.append({"link": link.name, "workers": p, "median_abs_error_pct": statistics.median(errors),
-                                 "max_abs_error_pct": max(errors), "kendall_tau": tau})
+                                 "max_abs_error_pct": max(errors), "kendall_tau": tau,
+                                 "picked": picked["contender"], "measured_best": best["contender"],
+                                 "picked_shortfall_pct": shortfall})
                 rows += setting
     print("| link | workers | contender | predicted ms | measured ms | error % |")
     print("|---|---|---|---|---|---|")
@@ -132,11 +138,12 @@ def main(argv=None) -> int:
         print(f"| {r['link']} | {r['workers']} | {r['contender']} | {r['predicted_step_s'] * 1e3:.1f} | "
               f"{r['measured_step_s'] * 1e3:.1f} | {r['error_pct']:+.1f} |")
     print()
-    print("| link | workers | median abs error % | max abs error % | Kendall tau |")
-    print("|---|---|---|---|---|")
+    print("| link | workers | median abs error % | max abs error % | Kendall tau | model's pick (samples/s) | "
+          "measured best | pick's shortfall % |")
+    print("|---|---|---|---|---|---|---|---|")
     for s in settings:
         print(f"| {s['link']} | {s['workers']} | {s['median_abs_error_pct']:.1f} | {s['max_abs_error_pct']:.1f} | "
-              f"{s['kendall_tau']:.2f} |")
+              f"{s['kendall_tau']:.2f} | {s['picked']} | {s['measured_best']} | {s['picked_shortfall_pct']:.1f} |")
     if args.json:
         Path(args.json).write_text(json.dumps({"calibration": calibration.to_dict(), "rows": rows,
                                                "settings": settings}, indent=2))

@@ -35,7 +35,7 @@ LAUNCH_S = 6.0
 """A launch of p workers costs a few seconds before any work (start, import torch, rendezvous);
 measured 3-5 s on a loaded 2-core machine. A stage that cannot get this much more is skipped."""
 MAX_BUDGET_S = 60.0
-STOP_S = 3.0
+STOP_S = 5.0
 """Stopping a stage's workers takes up to a few seconds: a stage is cut this long before the budget ends."""
 
 
