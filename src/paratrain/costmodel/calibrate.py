@@ -186,7 +186,7 @@ def _launch_stage(workload: Workload | None, workers: int, threads: int, link: L
     repeats = 3 if share > 15 else 2
     job = CalibrationJob(threads=threads, deadline=deadline, sizes=SIZES, repeats=repeats, workload=workload,
                          compute_repeats=10, end=time.time() + share - 1.0,
-                         strategy_steps=8 if workload is not None else 0)
+                         strategy_steps=5 if workload is not None else 0)
     kwargs = {"link": link} if link is not None and link.emulated else {}
     return launch_local(job, workers, **kwargs)
 

@@ -19,6 +19,7 @@ import torch.distributed as dist
 from paratrain.costmodel.probes import Workload
 
 WARMUP_STEPS = 3
+WINDOWS = 2
 POWERSGD_WARMUP = 2
 """PowerSGD compresses from its third step here (training's default waits 10): the steady state is timed."""
 
@@ -31,8 +32,8 @@ def contenders_to_time() -> list[str]:
 
 
 def time_contender(workload: Workload, contender: str, rank: int, world_size: int, steps: int) -> float:
-    """Seconds per optimizer step of ``contender`` on this rank (mean over ``steps`` after a warm-up;
-    a whole number of local-SGD periods where it has one, so that its average is amortized)."""
+    """Seconds per optimizer step of ``contender`` on this rank: the faster of two windows of ``steps``
+    after a warm-up, each a whole number of local-SGD periods where it has one (its average amortized)."""
     from paratrain.config import ParallelConfig
     from paratrain.strategies import WorkerContext, create_strategy, split_contender
     from paratrain.train.loop import StepContext, make_loss, train_step
@@ -53,13 +54,15 @@ def time_contender(workload: Workload, contender: str, rank: int, world_size: in
         losses: list[torch.Tensor] = []
         for step in range(WARMUP_STEPS + POWERSGD_WARMUP):
             train_step(step_ctx, x, y, workload.batch_size, step, losses)
+        windows = []
+        for _ in range(WINDOWS):
+            strategy.barrier()
+            start = time.perf_counter()
+            for step in range(steps):
+                train_step(step_ctx, x, y, workload.batch_size, step, losses)
+            windows.append((time.perf_counter() - start) / steps)
         strategy.barrier()
-        start = time.perf_counter()
-        for step in range(steps):
-            train_step(step_ctx, x, y, workload.batch_size, step, losses)
-        seconds = (time.perf_counter() - start) / steps
-        strategy.barrier()
-        return seconds
+        return min(windows)  # the least-disturbed window (see probes.best_time)
     finally:
         strategy.teardown()
 
