@@ -36,6 +36,9 @@ LAUNCH_S = 6.0
 measured 3-5 s on a loaded 2-core machine. A stage that cannot get this much more is skipped."""
 MAX_BUDGET_S = 60.0
 STOP_S = 5.0
+MAX_INFLATION = 10.0
+"""Cap on comm_inflation: on a machine loaded by others one disturbed DDP step can make the ratio
+of two short timings meaningless (seen: 35x); 10x is beyond anything measured quietly."""
 """Stopping a stage's workers takes up to a few seconds: a stage is cut this long before the budget ends."""
 
 
@@ -216,7 +219,7 @@ def _ddp_overheads(calibration: Calibration) -> None:
         inflation = None
         if "all_reduce" in fits:
             comm = collective_time(fits["all_reduce"], "all_reduce", p, dense)
-            inflation = max(1.0, (profile.ddp_step_s - nocomm) / comm) if comm > 0 else 1.0
+            inflation = min(MAX_INFLATION, max(1.0, (profile.ddp_step_s - nocomm) / comm)) if comm > 0 else 1.0
         calibration.compute[p] = ComputeProfile(**{**profile.to_dict(), "ddp_overhead_s": overhead,
                                                    "comm_inflation": inflation})
 
