@@ -86,3 +86,17 @@ def test_calibration_of_another_model_is_refused(calibrated, tmp_path) -> None:
     assert result.returncode == 1
     assert len(result.stderr.strip().splitlines()) == 1
     assert "10-1024-1024-1" in result.stderr and "5-32-32-1" in result.stderr
+
+
+def test_advise_without_calibration_probes_in_process(calibrated, monkeypatch, capsys, tmp_path) -> None:
+    config_path, _ = calibrated
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("advise started a process")
+
+    monkeypatch.setattr(subprocess, "Popen", refuse)
+    assert main(["advise", "--config", str(config_path), "--workers", "8", "--bandwidth", "1gbit", "--json"]) == 0
+    advice = json.loads(capsys.readouterr().out)
+    assert advice["calibration"] == "probe" and advice["ranked"]
+    assert list((tmp_path / "cache").rglob("probe-*.json"))  # cached for the next call

@@ -85,3 +85,15 @@ def test_calibrate_bad_budget_is_one_line(tmp_path) -> None:
                      str(tmp_path / "c.json"))
     assert result.returncode == 1
     assert result.stderr.strip() == "paratrain: error: budget-s=600.0 must be > 0 and <= 60"
+
+
+def test_calibrate_says_when_links_cannot_be_emulated(tmp_path) -> None:
+    from paratrain.costmodel.calibrate import calibrate, link_launch_supported
+    from paratrain.launch.links import parse_links
+
+    config = _config(tmp_path)
+    calibration = calibrate(workload_from_config(config), workers=(1,), links=parse_links("loopback,1gbit"),
+                            budget_s=10)
+    assert 1 in calibration.compute
+    if not link_launch_supported():
+        assert any(line.startswith("skipped links 1gbit") for line in calibration.measured)
