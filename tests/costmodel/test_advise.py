@@ -11,7 +11,7 @@ from paratrain.cli import main
 from paratrain.costmodel.calibrate import workload_from_config
 from paratrain.config import FitConfig
 from paratrain.strategies import default_contenders
-from tests.conftest import regression_frame, run_cli
+from tests.conftest import regression_frame
 from tests.costmodel.helpers import synthetic
 
 
@@ -78,14 +78,14 @@ def test_bad_input_is_one_line(calibrated, flags, field, capsys) -> None:
     assert len(lines) == 1 and lines[0].startswith("paratrain: error: ") and field in lines[0]
 
 
-def test_calibration_of_another_model_is_refused(calibrated, tmp_path) -> None:
+def test_calibration_of_another_model_is_refused(calibrated, tmp_path, capsys) -> None:
     config_path, _ = calibrated
     other = tmp_path / "other.json"
     synthetic().save(other)
-    result = run_cli("advise", "--config", str(config_path), "--workers", "4", "--calibration", str(other))
-    assert result.returncode == 1
-    assert len(result.stderr.strip().splitlines()) == 1
-    assert "10-1024-1024-1" in result.stderr and "5-32-32-1" in result.stderr
+    assert main(["advise", "--config", str(config_path), "--workers", "4", "--calibration", str(other)]) == 1
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1
+    assert "10-1024-1024-1" in err and "5-32-32-1" in err
 
 
 def test_advise_without_calibration_probes_in_process(calibrated, monkeypatch, capsys, tmp_path) -> None:

@@ -63,28 +63,29 @@ def test_calibrate_cli_keeps_its_budget_and_writes_the_file(tmp_path) -> None:
     out = tmp_path / "calib.json"
     started = time.monotonic()
     result = run_cli("calibrate", "--data", str(data), "--target", "y", "--hidden", "16", "--batch-size", "32",
-                     "--workers", "2", "--budget-s", "25", "--out", str(out), timeout=110)
+                     "--workers", "2", "--budget-s", "15", "--out", str(out), timeout=110)
     elapsed = time.monotonic() - started
     assert result.returncode == 0, result.stderr
     calibration = load_calibration(out)
-    assert calibration.elapsed_s <= 25 + 1
+    assert calibration.elapsed_s <= 15 + 1
     # The budget counts from when measuring starts; starting Python, importing torch and reading
     # the data come on top (tens of seconds on a loaded 2-core machine).
     assert elapsed < 100
     assert 1 in calibration.compute and calibration.measured
     assert calibration.fingerprint.layers == (5, 16, 1) and calibration.fingerprint.batch_size == 32
     assert "paratrain: wrote" in result.stderr
-    if 2 in calibration.compute:  # a loaded machine may not start 2 workers within 25 s; then it says so
+    if 2 in calibration.compute:  # a loaded machine may not start 2 workers within 15 s; then it says so
         assert "loopback" in calibration.collectives
     else:
         assert any("2 workers" in line for line in calibration.measured)
 
 
-def test_calibrate_bad_budget_is_one_line(tmp_path) -> None:
-    result = run_cli("calibrate", "--data", "x.csv", "--target", "y", "--budget-s", "600", "--out",
-                     str(tmp_path / "c.json"))
-    assert result.returncode == 1
-    assert result.stderr.strip() == "paratrain: error: budget-s=600.0 must be > 0 and <= 60"
+def test_calibrate_bad_budget_is_one_line(tmp_path, capsys) -> None:
+    from paratrain.cli import main
+
+    assert main(["calibrate", "--data", "x.csv", "--target", "y", "--budget-s", "600", "--out",
+                 str(tmp_path / "c.json")]) == 1
+    assert capsys.readouterr().err.strip() == "paratrain: error: budget-s=600.0 must be > 0 and <= 60"
 
 
 def test_calibrate_says_when_links_cannot_be_emulated(tmp_path) -> None:
