@@ -10,7 +10,8 @@ workers x batch / samples per second (the best of the epochs after the first, a
 warm-up: on a shared machine other processes only add time; calibration likewise
 keeps its fastest repeats). Per (workers, link): each row's predicted and measured step, the median
 and maximum absolute % error, and Kendall's tau between the predicted and measured
-order of samples per second. Emulated links (1gbit, 100mbit) run only where the
+order of samples per second, and how far apart the first contender measures when
+run once more after the others (the machine's own noise). Emulated links (1gbit, 100mbit) run only where the
 launcher can emulate them; otherwise they are skipped and the script says so.
 """
 
@@ -123,6 +124,12 @@ def main(argv=None) -> int:
                     print(f"{link.name:9s} p={p} {contender:16s} predicted {predicted.step_s * 1e3:7.1f} ms  "
                           f"measured {step * 1e3:7.1f} ms  error {error:+6.1f}%", file=sys.stderr)
                     setting.append(row)
+                # The machine's own noise: the first contender once more, after all the others.
+                first = setting[0]
+                again, _ = measured_step(config, frame, first["contender"], p, link.name, Path(scratch) / f"{link.name}-{p}-again")
+                noise = abs(again - first["measured_step_s"]) / first["measured_step_s"] * 100
+                print(f"{link.name:9s} p={p} {first['contender']:16s} measured again {again * 1e3:7.1f} ms: "
+                      f"the same run {noise:.0f}% apart", file=sys.stderr)
                 errors = [abs(r["error_pct"]) for r in setting]
                 tau = kendall_tau([r["predicted_samples_per_s"] for r in setting],
                                   [r["measured_samples_per_s"] for r in setting])
@@ -133,7 +140,7 @@ def main(argv=None) -> int:
                 settings.append({"link": link.name, "workers": p, "median_abs_error_pct": statistics.median(errors),
                                  "max_abs_error_pct": max(errors), "kendall_tau": tau,
                                  "picked": picked["contender"], "measured_best": best["contender"],
-                                 "picked_shortfall_pct": shortfall})
+                                 "picked_shortfall_pct": shortfall, "noise_pct": noise})
                 rows += setting
     print("| link | workers | contender | predicted ms | measured ms | error % |")
     print("|---|---|---|---|---|---|")
@@ -142,11 +149,12 @@ def main(argv=None) -> int:
               f"{r['measured_step_s'] * 1e3:.1f} | {r['error_pct']:+.1f} |")
     print()
     print("| link | workers | median abs error % | max abs error % | Kendall tau | model's pick (samples/s) | "
-          "measured best | pick's shortfall % |")
-    print("|---|---|---|---|---|---|---|---|")
+          "measured best | pick's shortfall % | same run repeated, % apart |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for s in settings:
         print(f"| {s['link']} | {s['workers']} | {s['median_abs_error_pct']:.1f} | {s['max_abs_error_pct']:.1f} | "
-              f"{s['kendall_tau']:.2f} | {s['picked']} | {s['measured_best']} | {s['picked_shortfall_pct']:.1f} |")
+              f"{s['kendall_tau']:.2f} | {s['picked']} | {s['measured_best']} | {s['picked_shortfall_pct']:.1f} | "
+              f"{s['noise_pct']:.0f} |")
     if args.json:
         Path(args.json).write_text(json.dumps({"calibration": calibration.to_dict(), "rows": rows,
                                                "settings": settings}, indent=2))
