@@ -22,7 +22,7 @@ import pandas as pd
 
 from paratrain.config import FitConfig
 from paratrain.costmodel.calibration import Calibration, ComputeProfile
-from paratrain.costmodel.fitting import COLLECTIVES, collective_time, fit_alpha_beta
+from paratrain.costmodel.fitting import collective_time, fit_alpha_beta
 from paratrain.costmodel.probes import Workload, measure_compute, measure_powersgd, measure_topk, memory_estimate, rss_bytes
 from paratrain.errors import ConfigError
 from paratrain.launch.links import LOOPBACK, Link
@@ -228,4 +228,4 @@ def _size(nbytes: int) -> str:
     return f"{nbytes // 2**20} MiB" if nbytes >= 2**20 else f"{nbytes // 1024} KiB"
 
 
-__all__ = ["COLLECTIVES", "calibrate", "link_launch_supported", "workload_from_config"]
+__all__ = ["calibrate", "link_launch_supported", "workload_from_config"]
