@@ -38,7 +38,8 @@ def resolve_auto(config: FitConfig, frame: Any = None) -> tuple[FitConfig, str |
     choice = best.prediction.contender
     strategy, compress = split_contender(choice)
     chosen_workers = best.prediction.workers
-    reason = f"{choice} predicted fastest to target on {chosen_workers} worker(s): {best.reason}"
+    on = "1 worker" if chosen_workers == 1 else f"{chosen_workers} workers"
+    reason = f"{choice} predicted fastest to target on {on}: {best.reason}"
     if chosen_workers != workers:
         reason += f" ({advice.verdict})"
     log.info("strategy auto: %s", reason)
