@@ -16,7 +16,7 @@ import torch
 import torch.distributed as dist
 
 from paratrain.costmodel.fitting import COLLECTIVES
-from paratrain.costmodel.probes import Workload, measure_compute, measure_powersgd, measure_topk, rss_bytes
+from paratrain.costmodel.probes import Workload, measure_compute, measure_powersgd, measure_topk, rss_bytes, typical
 
 _GATHER_LIMIT = 16 * 2**20
 """All-gather messages stop at 16 MiB per rank: p copies of 64 MiB would be the memory of a model
@@ -48,6 +48,10 @@ class CalibrationJob:
         from paratrain.strategies import WorkerContext
 
         torch.set_num_threads(self.threads)
+        from paratrain.costmodel import probes
+        from paratrain.launch.resources import usable_cores
+
+        probes.OVERSUBSCRIBED = world_size > usable_cores()
         ctx = WorkerContext(rank=rank, world_size=world_size, local_rank=local_rank)
         init_process_group(ctx, self.timeout_s, store)
         try:
@@ -94,7 +98,7 @@ class CalibrationJob:
             start = time.perf_counter()
             fn()
             times.append(time.perf_counter() - start)
-        return min(times)  # the least-disturbed repeat (see probes.best_time)
+        return typical(times)
 
     @staticmethod
     def _ping_pong(rank: int, tensor: torch.Tensor) -> None:
@@ -169,7 +173,7 @@ class CalibrationJob:
             optimizer.step()
             if i >= 3:
                 times.append(time.perf_counter() - start)
-        return min(times)
+        return typical(times)
 
 
 def _no_communication(state, bucket):

@@ -8,6 +8,7 @@ cores and memory bandwidth and one idle process would say each is twice as fast.
 
 from __future__ import annotations
 
+import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,11 +65,22 @@ class Workload:
         return Fingerprint(tuple(int(w) for w in layers), int(parameters), int(self.batch_size), config.model)
 
 
-def best_time(fn: Callable[[], object], repeats: int, warmup: int = 1) -> float:
-    """Fastest seconds of ``fn`` over ``repeats`` calls after ``warmup`` untimed ones.
+OVERSUBSCRIBED = False
+"""Set in a calibration worker when more workers than cores run at once: then they take turns on
+the cores, a single step's fastest repeat is one that happened to get a core alone, and the
+median is the typical step."""
 
-    The fastest, not the median: on a shared machine other processes only ever add time, and
-    the least-disturbed repeat is the one that repeats (validation takes the best epoch too)."""
+
+def typical(times: list[float]) -> float:
+    """The fastest of ``times``, or their median when the workers outnumber the cores (see above).
+
+    The fastest, not the median, otherwise: on a shared machine other processes only ever add
+    time, and the least-disturbed repeat is the one that repeats (validation takes the best epoch)."""
+    return statistics.median(times) if OVERSUBSCRIBED else min(times)
+
+
+def best_time(fn: Callable[[], object], repeats: int, warmup: int = 1) -> float:
+    """Seconds of ``fn`` over ``repeats`` calls after ``warmup`` untimed ones (see ``typical``)."""
     for _ in range(warmup):
         fn()
     times = []
@@ -76,12 +88,12 @@ def best_time(fn: Callable[[], object], repeats: int, warmup: int = 1) -> float:
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
-    return min(times)
+    return typical(times)
 
 
 def time_steps(workload: Workload, model: torch.nn.Module, optimizer: torch.optim.Optimizer, rows: int,
                repeats: int) -> tuple[float, float]:
-    """(forward+backward seconds, optimizer step seconds), the fastest of ``repeats``, at ``rows`` per step."""
+    """(forward+backward seconds, optimizer step seconds) of ``repeats`` (see ``typical``), at ``rows`` per step."""
     x, y = workload.batch(rows)
 
     def forward_backward() -> None:
@@ -102,7 +114,7 @@ def time_steps(workload: Workload, model: torch.nn.Module, optimizer: torch.opti
         end = time.perf_counter()
         fb.append(middle - start)
         opt.append(end - middle)
-    return min(fb), min(opt)
+    return typical(fb), typical(opt)
 
 
 def measure_compute(workload: Workload, repeats: int) -> dict[str, float]:

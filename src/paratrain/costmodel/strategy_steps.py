@@ -16,7 +16,7 @@ import time
 import torch
 import torch.distributed as dist
 
-from paratrain.costmodel.probes import Workload
+from paratrain.costmodel.probes import Workload, typical
 
 WARMUP_STEPS = 3
 WINDOWS = 2
@@ -62,7 +62,7 @@ def time_contender(workload: Workload, contender: str, rank: int, world_size: in
                 train_step(step_ctx, x, y, workload.batch_size, step, losses)
             windows.append((time.perf_counter() - start) / steps)
         strategy.barrier()
-        return min(windows)  # the least-disturbed window (see probes.best_time)
+        return typical(windows)
     finally:
         strategy.teardown()
 
