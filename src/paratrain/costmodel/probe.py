@@ -15,6 +15,8 @@ from paratrain.costmodel.probes import (Workload, measure_compute, measure_power
                                         rss_bytes)
 
 PROBE_BUDGET_S = 4.0
+CACHE_S = 3600.0
+"""A probe is reused for an hour: a machine's load (and so its speed) changes over the day."""
 
 
 def cache_dir() -> Path:
@@ -37,7 +39,7 @@ def probe_calibration(workload: Workload, use_cache: bool = True) -> Calibration
 
     cores = usable_cores()
     path = cache_path(workload, cores)
-    if use_cache and path.is_file():
+    if use_cache and path.is_file() and time.time() - path.stat().st_mtime < CACHE_S:
         try:
             return load_calibration(path)
         except Exception:  # a damaged cache is measured again
