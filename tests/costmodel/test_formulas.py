@@ -118,3 +118,17 @@ def test_single_ignores_workers_and_hogwild_refuses_separate_machines() -> None:
     with pytest.raises(ConfigError, match="workers=0"):
         predict_step(calibration, "ddp", 0, "loopback")
     assert math.isfinite(predict_step(calibration, "ddp", 64, 10e9).samples_per_s)
+
+
+def test_advise_says_when_more_workers_do_not_pay() -> None:
+    from dataclasses import replace
+
+    from paratrain.costmodel.advise import advise
+
+    calibration = synthetic()
+    # Two workers on two cores each step 2.5x slower than one process with both cores: no gain here.
+    calibration.compute[2] = replace(calibration.compute[2], step_s=0.05, forward_backward_s=0.045)
+    advice = advise(calibration, Network("loopback"), 2, 1e6)
+    assert advice.best.prediction.contender == "single"
+    assert advice.verdict.startswith("on this machine one process with 2 threads is fastest")
+    assert "data parallelism pays from" in advice.verdict and "10 Gbit/s" in advice.verdict

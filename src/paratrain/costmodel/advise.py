@@ -16,6 +16,11 @@ from paratrain.costmodel.predict import predict_step
 from paratrain.costmodel.step import Prediction, ms, size
 
 
+DEFAULT_MACHINE_RATE = 10e9
+"""Bits per second between machines assumed when saying where data parallelism would pay for
+workers that share this machine (no rate was given)."""
+
+
 @dataclass(frozen=True)
 class Choice:
     """One ranked contender."""
@@ -133,11 +138,13 @@ def _verdict(calibration: Calibration, advice: Advice, names: list[str], samples
     threads = calibration.compute[1].threads
     where = "on this machine" if advice.network.shared_machine else "on one machine"
     text = f"{where} one process with {threads} threads is fastest; more workers do not pay here"
+    # From how many separate machines at this rate (loopback: a common data-centre rate) would
+    # the best data-parallel contender win?
     if advice.network.bytes_per_s is None:
-        return text
-    # From how many separate machines at this rate would the best data-parallel contender win?
-    machines = Network(advice.network.name, advice.network.bytes_per_s, advice.network.latency_s, False,
-                       advice.network.cores_per_worker)
+        machines = Network("10gbit", DEFAULT_MACHINE_RATE / 8, None, False, None)
+    else:
+        machines = Network(advice.network.name, advice.network.bytes_per_s, advice.network.latency_s, False,
+                           advice.network.cores_per_worker)
     for count in (2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 256, 512, 1024):
         trial = advise(calibration, machines, count, samples, None, names, bench, verdict=False)
         if trial.best.prediction.workers > 1:
