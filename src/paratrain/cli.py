@@ -70,7 +70,8 @@ def _fit_arguments(parser: argparse.ArgumentParser) -> None:
                        help="validations per epoch (1); above 1, metrics.jsonl lists those inside each epoch")
 
     parallel = parser.add_argument_group("parallelism")
-    parallel.add_argument("--strategy", help="single (default), ddp; see `paratrain strategies`")
+    parallel.add_argument("--strategy", help="single (default), ddp, ...; see `paratrain strategies`; auto: the "
+                          "cost model's choice for --workers (see `paratrain advise`)")
     parallel.add_argument("--workers", type=int, help="worker processes on this machine (1)")
     parallel.add_argument("--threads", type=int, help="intra-op threads per worker (default: cores / workers)")
     parallel.add_argument("--timeout", dest="timeout_s", type=float, help="seconds a collective may wait before failing (300)")
@@ -91,6 +92,8 @@ def _fit_arguments(parser: argparse.ArgumentParser) -> None:
                                          "such as 100mbit, 1gbit, 2.5gbit: each worker in its own network "
                                          "namespace, the links limited with tc (needs root and iproute2; "
                                          "bandwidth only, no added latency)")
+    parallel.add_argument("--calibration", metavar="JSON",
+                          help="--strategy auto: predict from this `paratrain calibrate` file (default: a quick probe)")
 
     output = parser.add_argument_group("output")
     output.add_argument("--out", help="run directory (default: a new folder under runs/)")
@@ -272,10 +275,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     # Each area registers its own subcommands (their modules import torch lazily too).
     from paratrain.bench.cli import add_parsers as add_bench_parsers
+    from paratrain.costmodel.cli import add_parsers as add_costmodel_parsers
     from paratrain.curvefit.cli import add_parser as add_curvefit_parser
     from paratrain.tune.cli import add_parsers as add_tune_parsers
 
     add_curvefit_parser(commands)
+    add_costmodel_parsers(commands)
     add_tune_parsers(commands)
     add_bench_parsers(commands)
     return parser

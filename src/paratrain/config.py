@@ -284,6 +284,8 @@ class ParallelConfig:
     link: str = "loopback"
     """How the local workers are joined: 'loopback', or an emulated network such as '100mbit' or
     '1gbit' (each worker in its own network namespace, the link limited with tc; needs root)."""
+    calibration: str | None = None
+    """strategy 'auto': the `paratrain calibrate` file to predict from (default: a quick probe)."""
 
     def __post_init__(self) -> None:
         _check_int("workers", self.workers, 1)
@@ -301,8 +303,15 @@ class ParallelConfig:
         _check_flag("compress_lr_scale", self.compress_lr_scale)
         _check_flag("overlap", self.overlap)
         self.compress = _check_text("compress", self.compress)
+        self.calibration = _check_text("calibration", self.calibration, path=True)
         if not isinstance(self.strategy, str):
             raise ConfigError(f"strategy={self.strategy!r} must be a strategy name; see `paratrain strategies`")
+        if self.strategy == AUTO_STRATEGY:
+            # fit resolves it (costmodel.auto) before anything is launched; the compression is part of the choice.
+            if self.compress:
+                raise ConfigError(f"compress={self.compress!r} cannot be combined with strategy='auto', which "
+                                  "chooses the compression too; drop --compress or name a strategy")
+            return
         # Imported here: the registry imports torch, which config users may not need yet.
         from paratrain.strategies import strategy_class
 
@@ -328,6 +337,10 @@ class ParallelConfig:
         if self.workers < 2:
             raise ConfigError(f"link={self.link!r} joins workers on emulated hosts and needs workers >= 2, "
                               f"but workers={self.workers}; use --workers 2 or more, or --link loopback")
+
+
+AUTO_STRATEGY = "auto"
+"""strategy='auto': the cost model's choice for the run's workers and link."""
 
 
 def _strategy_argument(spec: str) -> str | None:

@@ -59,6 +59,7 @@ def fit(config: FitConfig, data: pd.DataFrame | None = None, callbacks: Sequence
         # Stored absolute in config.yaml, so that --resume works from any folder.
         config = config.updated({"path": _absolute(config.data.path)})
     source = data if data is not None else config.data.path
+    config, choice = _resolve_auto(config, source)
     workers = _world_size(config)
     _check_device(config)
     _check_link(config)
@@ -67,8 +68,24 @@ def fit(config: FitConfig, data: pd.DataFrame | None = None, callbacks: Sequence
     _check_workers(config, int(frame.memory_usage(deep=True).sum()))
     run_dir, created = _new_run_dir(config)
     with hold_run_dir(run_dir, lock=_is_dispatcher()) as lock:
-        return _dispatch(config, source, run_dir, resume=False, callbacks=tuple(callbacks),
-                         started_at=started_at, created=created, lock=lock)
+        result = _dispatch(config, source, run_dir, resume=False, callbacks=tuple(callbacks),
+                           started_at=started_at, created=created, lock=lock)
+    if choice and result.summary.get("status") == "finished":
+        result.summary.update(choice)
+        if _is_main():
+            save_json_atomic(result.summary, run_dir / rundir.SUMMARY_FILE)
+    return result
+
+
+def _resolve_auto(config: FitConfig, source: Any) -> tuple[FitConfig, dict[str, str] | None]:
+    """strategy 'auto' becomes the cost model's choice (costmodel.auto), before anything is checked or launched."""
+    if config.parallel.strategy != "auto":
+        return config, None
+    from paratrain.costmodel.auto import resolve_auto
+
+    frame = _check_data(config.updated({"strategy": "single", "workers": 1}), source, 1)
+    config, choice, reason = resolve_auto(config, frame)
+    return config, {"strategy_choice": choice, "strategy_reason": reason}
 
 
 def resume(run_dir: str | os.PathLike, overrides: dict[str, Any] | None = None,

@@ -1,0 +1,190 @@
+"""`paratrain advise`: rank the contenders by predicted time to target, with the reason for each.
+
+Nothing heavy runs: predictions come from a calibration file, or from a quick
+in-process probe of a few training steps (< 5 s) cached per model.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from paratrain.costmodel.calibration import Calibration
+from paratrain.costmodel.convergence import factor
+from paratrain.costmodel.network import Network
+from paratrain.costmodel.predict import predict_step
+from paratrain.costmodel.step import Prediction, ms, size
+
+
+DEFAULT_MACHINE_RATE = 10e9
+"""Bits per second between machines assumed when saying where data parallelism would pay for
+workers that share this machine (no rate was given)."""
+
+
+@dataclass(frozen=True)
+class Choice:
+    """One ranked contender."""
+
+    prediction: Prediction
+    instances: int
+    """Machines it occupies (1 when every worker shares one machine)."""
+    convergence_factor: float
+    convergence_note: str
+    time_to_target_s: float
+    speedup: float
+    """Samples per second against one worker."""
+    cost: float | None
+    reason: str
+
+    def to_dict(self) -> dict:
+        return {**self.prediction.to_dict(), "instances": self.instances,
+                "convergence_factor": self.convergence_factor, "convergence_note": self.convergence_note,
+                "time_to_target_s": self.time_to_target_s, "speedup_vs_1_worker": self.speedup,
+                "cost": self.cost, "reason": self.reason}
+
+
+@dataclass
+class Advice:
+    """Contenders ranked by time to target (fastest first), and what to say about scaling."""
+
+    network: Network
+    workers: int
+    samples_to_target: float
+    ranked: list[Choice] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    verdict: str = ""
+
+    @property
+    def best(self) -> Choice:
+        return self.ranked[0]
+
+    def to_dict(self) -> dict:
+        return {"network": self.network.describe(), "workers": self.workers,
+                "samples_to_target": self.samples_to_target, "verdict": self.verdict,
+                "ranked": [choice.to_dict() for choice in self.ranked], "skipped": self.skipped}
+
+
+def advise(calibration: Calibration, network: Network, workers: int, samples_to_target: float,
+           price_per_hour: float | None = None, contenders: list[str] | None = None,
+           bench_factors: dict | None = None, verdict: bool = True) -> Advice:
+    """Rank ``contenders`` (default: the registry's) for ``workers`` on ``network``; ``verdict``
+    also says from how many machines data parallelism pays when it does not here."""
+    from paratrain.strategies import default_contenders, split_contender, strategy_class
+
+    advice = Advice(network, workers, samples_to_target)
+    names = contenders if contenders is not None else default_contenders()
+    reference = predict_step(calibration, _single(names), 1, network)
+    for name in names:
+        cls = strategy_class(split_contender(name)[0])
+        if cls.diagnostic_only:
+            continue
+        if not cls.runs_across_hosts and (not network.shared_machine or network.bytes_per_s is not None):
+            advice.skipped.append(f"{name}: its workers must share one machine's memory, not a link")
+            continue
+        p = workers if cls.needs_process_group else 1
+        prediction = predict_step(calibration, name, p, network)
+        conv, note = factor(name, p, network.name, bench_factors)
+        seconds = samples_to_target * conv / prediction.samples_per_s
+        instances = 1 if network.shared_machine else p
+        cost = price_per_hour * instances * seconds / 3600 if price_per_hour is not None else None
+        speedup = prediction.samples_per_s / reference.samples_per_s
+        reason = prediction.reason
+        if conv != 1.0:
+            reason += f"; {note}"
+        advice.ranked.append(Choice(prediction, instances, conv, note, seconds, speedup, cost, reason))
+    advice.ranked.sort(key=lambda choice: choice.time_to_target_s)
+    _compare_traffic(advice)
+    if verdict:
+        advice.verdict = _verdict(calibration, advice, names, samples_to_target, bench_factors)
+    return advice
+
+
+def _single(names: list[str]) -> str:
+    """The one-process contender: the strategy that needs no process group."""
+    from paratrain.strategies import known_strategies, strategy_class
+
+    for name in names + known_strategies():
+        if not strategy_class(name.partition("+")[0]).needs_process_group:
+            return name
+    raise ValueError("no one-process strategy")
+
+
+def _compare_traffic(advice: Advice) -> None:
+    """Add '; powersgd:4 sends 69x less' to the dense ddp row's reason when a compressed row sends less."""
+    from paratrain.strategies import split_contender, strategy_class
+
+    def kind(choice: Choice) -> tuple[bool, bool]:
+        strategy, compress = split_contender(choice.prediction.contender)
+        return strategy_class(strategy).supports_compression, compress is not None
+
+    sending = [c for c in advice.ranked if c.prediction.comm_bytes > 0]
+    dense = [c for c in sending if kind(c) == (True, False)]
+    compressed = [c for c in sending if kind(c) == (True, True)]
+    if not dense or not compressed:
+        return
+    best = min(compressed, key=lambda c: c.prediction.comm_bytes)
+    ratio = dense[0].prediction.comm_bytes / best.prediction.comm_bytes
+    index = advice.ranked.index(dense[0])
+    extra = f"; {best.prediction.contender.partition('+')[2]} sends {ratio:.0f}x less"
+    advice.ranked[index] = Choice(**{**dense[0].__dict__, "reason": dense[0].reason + extra})
+
+
+def _verdict(calibration: Calibration, advice: Advice, names: list[str], samples: float,
+             bench: dict | None) -> str:
+    best = advice.best
+    if best.prediction.workers > 1:
+        return (f"{best.prediction.contender} on {best.prediction.workers} workers is predicted fastest: "
+                f"{best.speedup:.1f}x the samples/s of one worker")
+    threads = calibration.compute[1].threads
+    where = "on this machine" if advice.network.shared_machine else "on one machine"
+    text = f"{where} one process with {threads} threads is fastest; more workers do not pay here"
+    # From how many separate machines at this rate (loopback: a common data-centre rate) would
+    # the best data-parallel contender win?
+    if advice.network.bytes_per_s is None:
+        machines = Network("10gbit", DEFAULT_MACHINE_RATE / 8, None, False, None)
+    else:
+        machines = Network(advice.network.name, advice.network.bytes_per_s, advice.network.latency_s, False,
+                           advice.network.cores_per_worker)
+    for count in (2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 256, 512, 1024):
+        trial = advise(calibration, machines, count, samples, None, names, bench, verdict=False)
+        if trial.best.prediction.workers > 1:
+            rate = machines.describe().replace(" between machines", "")
+            return (f"{text}; data parallelism pays from {count} machines on at {rate} "
+                    f"({trial.best.prediction.contender})")
+    return text + "; data parallelism does not pay at this rate up to 1024 machines"
+
+
+def format_advice(advice: Advice, price_per_hour: float | None = None) -> str:
+    """The ranked table and the verdict, for the terminal."""
+    lines = [f"{advice.workers} workers, {advice.network.describe()}; ranked by predicted time to target "
+             f"({advice.samples_to_target:,.0f} samples for dense training)", ""]
+    header = f"{'#':>2}  {'contender':18s} {'step':>9s} {'samples/s':>11s} {'speedup':>8s} {'mem/rank':>9s} {'to target':>10s}"
+    if price_per_hour is not None:
+        header += f" {'cost':>9s}"
+    lines.append(header)
+    for index, choice in enumerate(advice.ranked, 1):
+        p = choice.prediction
+        row = (f"{index:>2}  {_label(p):18s} {ms(p.step_s):>9s} {p.samples_per_s:>11,.0f} {choice.speedup:>7.2f}x "
+               f"{size(p.memory_bytes):>9s} {_duration(choice.time_to_target_s):>10s}")
+        if choice.cost is not None:
+            row += f" {'$' + format(choice.cost, ',.2f'):>9s}"
+        lines.append(row)
+        lines.append(f"      {choice.reason}")
+    for note in advice.skipped:
+        lines.append(f"    skipped {note}")
+    lines += ["", advice.verdict]
+    return "\n".join(lines)
+
+
+def _label(prediction: Prediction) -> str:
+    return f"{prediction.contender} x{prediction.workers}" if prediction.workers > 1 else prediction.contender
+
+
+def _duration(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "never"
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
