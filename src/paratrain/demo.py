@@ -46,4 +46,24 @@ def run_demo(out: str | Path, rows: int = 20000, workers: int = 2, epochs: int =
               f"precision={summary.get('precision', 'fp32')} "
               f"wall={summary['wall_seconds']:.1f}s (start-up {summary['startup_seconds']:.1f}s, "
               f"training {summary['train_seconds']:.1f}s) -> {run_dir}")
+    _print_advice(config, workers)
     return summaries
+
+
+def _print_advice(config, workers: int) -> None:
+    """End with the advisor's answer for this machine: why ddp was (or was not) faster, and
+    from how many machines data parallelism would pay. Advice is a bonus: if it fails, the
+    demo's training results still stand, so the failure is one line, not a traceback."""
+    from paratrain.costmodel.advise import advise_for_config, format_advice
+    from paratrain.data.prepare import load_frame
+    from paratrain.errors import ParatrainError
+
+    print(f"demo: which strategy pays off for this model on this machine (paratrain advise --workers {workers}):")
+    try:
+        advice, _ = advise_for_config(config, load_frame(config.data.path), workers)
+    except (ParatrainError, OSError, RuntimeError) as exc:
+        print(f"demo: no advice: {exc}")
+        return
+    print(format_advice(advice))
+    print("demo: measure your own workload with `paratrain bench`; predict more workers or machines with "
+          "`paratrain calibrate` then `paratrain advise --workers N --bandwidth 10gbit`")

@@ -99,6 +99,29 @@ def advise(calibration: Calibration, network: Network, workers: int, samples_to_
     return advice
 
 
+def advise_for_config(config, frame, workers: int, network: Network | None = None,
+                      calibration_path: str | None = None, price_per_hour: float | None = None,
+                      bench_factors: dict | None = None) -> tuple[Advice, Calibration]:
+    """Advice for a fit config's model and data: from the calibration file at ``calibration_path``
+    (checked against the model), or (None) a quick in-process probe; ``network`` None means the
+    workers share this machine. Samples to target are the config's epochs over its training rows."""
+    from paratrain.costmodel.calibrate import workload_from_config
+    from paratrain.costmodel.calibration import load_calibration
+    from paratrain.costmodel.probe import probe_calibration
+    from paratrain.launch.links import LOOPBACK
+
+    workload = workload_from_config(config, frame)
+    if calibration_path is not None:
+        calibration = load_calibration(calibration_path)
+        calibration.check_model(workload.fingerprint(), calibration_path)
+    else:
+        calibration = probe_calibration(workload)
+    if network is None:
+        network = Network(LOOPBACK, None, None, shared_machine=True)
+    samples = config.train.epochs * len(frame) * (1 - config.data.val_fraction)
+    return advise(calibration, network, workers, samples, price_per_hour, bench_factors=bench_factors), calibration
+
+
 def _single(names: list[str]) -> str:
     """The one-process contender: the strategy that needs no process group."""
     from paratrain.strategies import known_strategies, strategy_class

@@ -121,12 +121,10 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
 def cmd_advise(args: argparse.Namespace) -> int:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    from paratrain.costmodel.advise import advise, format_advice
-    from paratrain.costmodel.calibrate import workload_from_config
+    from paratrain.costmodel.advise import advise_for_config, format_advice
     from paratrain.costmodel.calibration import load_calibration
     from paratrain.costmodel.convergence import bench_factors
     from paratrain.costmodel.network import Network, parse_bandwidth, parse_latency
-    from paratrain.costmodel.probe import probe_calibration
     from paratrain.data.prepare import load_frame
     from paratrain.launch.links import LOOPBACK
     from paratrain.train.jsonsafe import dumps_strict
@@ -137,22 +135,17 @@ def cmd_advise(args: argparse.Namespace) -> int:
     latency = parse_latency(args.latency) if args.latency is not None else None
     cores = _positive_int("cores-per-worker", args.cores_per_worker) if args.cores_per_worker is not None else None
     price = _positive_float("price-per-hour", args.price_per_hour) if args.price_per_hour is not None else None
-    calibration = load_calibration(args.calibration) if args.calibration else None
+    if args.calibration:
+        load_calibration(args.calibration)  # a missing or foreign file fails before the data is read
     factors = bench_factors(args.bench) if args.bench else None
     config = _config(args)
     frame = load_frame(config.data.path)
-    workload = workload_from_config(config, frame)
-    if calibration is not None:
-        calibration.check_model(workload.fingerprint(), args.calibration)
-    else:
-        calibration = probe_calibration(workload)
     if bits is None:
         network = Network(LOOPBACK, None, latency, shared_machine=True)
     else:
         network = Network(args.bandwidth.strip().lower(), bits / 8, latency, shared_machine=False,
                           cores_per_worker=cores)
-    samples = config.train.epochs * len(frame) * (1 - config.data.val_fraction)
-    advice = advise(calibration, network, workers, samples, price, bench_factors=factors)
+    advice, calibration = advise_for_config(config, frame, workers, network, args.calibration, price, factors)
     if args.json:
         print(dumps_strict({**advice.to_dict(), "calibration": calibration.source,
                             "measured": calibration.measured}, indent=2))
