@@ -49,20 +49,44 @@ def collective_time(fit: CollectiveFit, collective: str, workers: int, nbytes: f
     return a * fit.alpha_s + b * fit.beta_s_per_byte
 
 
-def fit_alpha_beta(collective: str, points: Sequence[tuple[int, int, float]]) -> CollectiveFit:
-    """Least squares of t = a·alpha + b·beta over (workers, bytes, seconds), alpha and beta >= 0.
+BANDWIDTH_REGIME_BYTES = 256 * 1024
+"""Messages from this size on are timed by the link's rate: past the token bucket's burst of an
+emulated link (64 KiB or rate/8 ms) and past loopback's latency floor."""
 
-    Relative errors are minimised (each row divided by its t): a 64 MiB message's
-    milliseconds must not drown a 1 KiB message's microseconds.
+
+def fit_alpha_beta(collective: str, points: Sequence[tuple[int, int, float]]) -> CollectiveFit:
+    """alpha and beta >= 0 of t = a·alpha + b·beta over (workers, bytes, seconds), in two regimes.
+
+    beta comes from the large messages (>= BANDWIDTH_REGIME_BYTES) and alpha from the small
+    ones, each by least squares on relative errors (a 64 MiB message's milliseconds must not
+    drown a 1 KiB message's microseconds). One joint fit over every size is wrong on a
+    rate-limited link: a token bucket passes small messages at full speed, so small messages
+    pulled beta to half the rate that 1-4 MiB messages (DDP's buckets) measured (seen at
+    100mbit: 4 MiB predicted 195 ms, measured 355 ms). With fewer than two large sizes the
+    joint fit over every point is used.
     """
-    rows = [(coefficients(collective, p, n), t) for p, n, t in points if t > 0]
+    rows = [(coefficients(collective, p, n), t, n) for p, n, t in points if t > 0]
     if not rows:
         raise ValueError(f"no timings to fit {collective}")
-    a = np.array([[ca / t, cb / t] for (ca, cb), t in rows])
-    y = np.ones(len(rows))
     if len(rows) == 1:
-        (ca, cb), t = rows[0]
+        (ca, cb), t, _ = rows[0]
         return CollectiveFit(t / ca, 0.0, tuple(points))
+    large = [row for row in rows if row[2] >= BANDWIDTH_REGIME_BYTES]
+    small = [row for row in rows if row[2] < BANDWIDTH_REGIME_BYTES]
+    if len({n for _, _, n in large}) < 2:
+        alpha, beta = _relative_least_squares(rows)
+        return CollectiveFit(alpha, beta, tuple(points))
+    alpha, beta = _relative_least_squares(large)
+    if small:
+        # What is left of each small message once its bytes are paid is its latency.
+        alpha = max(0.0, float(np.median([(t - cb * beta) / ca for (ca, cb), t, _ in small])))
+    return CollectiveFit(alpha, beta, tuple(points))
+
+
+def _relative_least_squares(rows) -> tuple[float, float]:
+    """(alpha, beta) >= 0 minimising the relative errors of t = a·alpha + b·beta."""
+    a = np.array([[ca / t, cb / t] for (ca, cb), t, _ in rows])
+    y = np.ones(len(rows))
     solution, *_ = np.linalg.lstsq(a, y, rcond=None)
     alpha, beta = float(solution[0]), float(solution[1])
     if alpha < 0 or beta < 0:
@@ -74,4 +98,4 @@ def fit_alpha_beta(collective: str, points: Sequence[tuple[int, int, float]]) ->
             residual = float(np.sum((column * value - y) ** 2))
             candidates.append((residual, (value, 0.0) if keep == 0 else (0.0, value)))
         alpha, beta = min(candidates)[1]
-    return CollectiveFit(alpha, beta, tuple(points))
+    return alpha, beta
