@@ -27,6 +27,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("bench", nargs="+", help="bench.json files (paratrain bench --out DIR writes DIR/bench.json)")
     parser.add_argument("--calibration", required=True, help="paratrain calibrate's file for the same model and batch")
+    parser.add_argument("--workers-only", action="store_true",
+                        help="leave one process out: which strategy, given that the workers are used")
     parser.add_argument("--json", help="write the cases here")
     return parser.parse_args(argv)
 
@@ -36,14 +38,14 @@ def measured_time(row: dict | None) -> float:
     return float(value) if value is not None else math.inf
 
 
-def cases(path: str, calibration) -> list[dict]:
-    """One case per (workers >= 2, link) of one bench.json."""
+def cases(path: str, calibration, workers_only: bool = False) -> list[dict]:
+    """One case per (workers >= 2, link) of one bench.json; ``workers_only`` leaves `single` out."""
     from paratrain.costmodel.advise import advise
     from paratrain.costmodel.convergence import bench_factors
     from paratrain.costmodel.network import as_network
 
     rows = [row for row in json.loads(Path(path).read_text())["rows"] if row.get("kind") == "strategy"]
-    singles = [row for row in rows if row["strategy"] == "single" and int(row["workers"]) == 1]
+    singles = [] if workers_only else [row for row in rows if row["strategy"] == "single" and int(row["workers"]) == 1]
     factors = bench_factors(path)
     found = []
     for workers, link in sorted({(int(r["workers"]), r["link"]) for r in rows if int(r["workers"]) > 1}):
@@ -67,7 +69,7 @@ def main(argv=None) -> int:
 
     args = parse_args(argv)
     calibration = load_calibration(args.calibration)
-    found = [case for path in args.bench for case in cases(path, calibration)]
+    found = [case for path in args.bench for case in cases(path, calibration, args.workers_only)]
     if not found:
         print("check_auto: no case with 2 or more workers in these bench files", file=sys.stderr)
         return 1

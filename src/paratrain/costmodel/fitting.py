@@ -65,27 +65,31 @@ def fit_alpha_beta(collective: str, points: Sequence[tuple[int, int, float]]) ->
     100mbit: 4 MiB predicted 195 ms, measured 355 ms). With fewer than two large sizes the
     joint fit over every point is used.
     """
-    rows = [(coefficients(collective, p, n), t, n) for p, n, t in points if t > 0]
+    rows = [(coefficients(collective, p, n), t, n, p) for p, n, t in points if t > 0]
     if not rows:
         raise ValueError(f"no timings to fit {collective}")
     if len(rows) == 1:
-        (ca, cb), t, _ = rows[0]
+        (ca, cb), t, _, _ = rows[0]
         return CollectiveFit(t / ca, 0.0, tuple(points))
     large = [row for row in rows if row[2] >= BANDWIDTH_REGIME_BYTES]
     small = [row for row in rows if row[2] < BANDWIDTH_REGIME_BYTES]
-    if len({n for _, _, n in large}) < 2:
+    if len({row[2] for row in large}) < 2:
         alpha, beta = _relative_least_squares(rows)
         return CollectiveFit(alpha, beta, tuple(points))
     alpha, beta = _relative_least_squares(large)
     if small:
-        # What is left of each small message once its bytes are paid is its latency.
-        alpha = max(0.0, float(np.median([(t - cb * beta) / ca for (ca, cb), t, _ in small])))
+        # What is left of each small message once its bytes are paid is its latency, taken at
+        # the fewest workers measured: more workers than cores add time-slicing (seen: 4 ranks
+        # on 2 cores took 3-10 ms for 1 KiB), which is the machine's contention, not the
+        # software's latency, and would be charged 2(p-1) times per all-reduce on any network.
+        fewest = min(row[3] for row in small)
+        alpha = max(0.0, float(np.median([(t - cb * beta) / ca for (ca, cb), t, _, p in small if p == fewest])))
     return CollectiveFit(alpha, beta, tuple(points))
 
 
 def _relative_least_squares(rows) -> tuple[float, float]:
     """(alpha, beta) >= 0 minimising the relative errors of t = a·alpha + b·beta."""
-    a = np.array([[ca / t, cb / t] for (ca, cb), t, _ in rows])
+    a = np.array([[ca / t, cb / t] for (ca, cb), t, _, _ in rows])
     y = np.ones(len(rows))
     solution, *_ = np.linalg.lstsq(a, y, rcond=None)
     alpha, beta = float(solution[0]), float(solution[1])
