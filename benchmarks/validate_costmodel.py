@@ -66,7 +66,9 @@ def measured_step(config, frame, contender: str, workers: int, link: str, out: P
 
     strategy, compress = split_contender(contender)
     p = workers if strategy_class(strategy).needs_process_group else 1
-    run = config.updated({"strategy": strategy, "compress": compress, "workers": p, "link": link, "out": str(out)})
+    # One process sends nothing: it runs the same on any link (and a link needs 2 or more workers).
+    run = config.updated({"strategy": strategy, "compress": compress, "workers": p,
+                          "link": link if p > 1 else "loopback", "out": str(out)})
     result = fit(run, data=frame)
     records = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines() if line]
     rates = [r["samples_per_s"] for r in records[1:] if r.get("samples_per_s")] or \
@@ -90,7 +92,9 @@ def main(argv=None) -> int:
     frame = friedman1_frame(args.rows)
     config = FitConfig.from_dict({"target": "y", "hidden": parse_int_list("hidden", args.hidden),
                                   "batch_size": args.batch_size, "epochs": args.epochs, "checkpoint_every": 0,
-                                  "verbosity": 0, "seed": 0})
+                                  "verbosity": 0, "seed": 0,
+                                  # calibration times fp32 steps: the runs it is checked against must be fp32 too
+                                  "precision": "fp32"})
     workers = parse_int_list("workers", args.workers)
     links = parse_links(args.link)
     usable = [link for link in links if not link.emulated or link_launch_supported()]

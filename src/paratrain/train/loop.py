@@ -470,6 +470,7 @@ def _summary(config: FitConfig, worker: WorkerContext, state: LoopState, records
         "status": "finished",
         "strategy": config.parallel.strategy,
         "workers": worker.world_size,
+        "link": config.parallel.link,
         "task": data.task,
         "epochs": state.epoch,
         "stopped_early": stopped_early,
