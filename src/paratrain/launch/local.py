@@ -30,7 +30,7 @@ from paratrain.errors import WorkerError
 from paratrain.launch.links import Link
 from paratrain.launch.netns import EmulatedHosts, Host, check_can_emulate, emulated_hosts
 from paratrain.launch.scratch import launch_id, make_scratch
-from paratrain.launch.store import HOST_ADDRESS_VARIABLE, LOOPBACK, hosted_store
+from paratrain.launch.store import EMULATED_LINK_VARIABLE, HOST_ADDRESS_VARIABLE, LOOPBACK, hosted_store
 from paratrain.strategies.hogwild import LAUNCH_ID_VARIABLE, remove_shared_memory
 from paratrain.train import interrupts
 
@@ -96,7 +96,7 @@ def _launch(job: Job, workers: int, keep_fds: tuple[int, ...], net: EmulatedHost
             env = worker_env(job.threads, launch_id(scratch))
             if host is not None:
                 command = host.exec_prefix() + command
-                env.update(host_env(host, net.hosts[0]))
+                env.update(host_env(host, net.hosts[0], net.link.name))
             procs.append(subprocess.Popen(command, env=env, pass_fds=keep_fds))
         watch_workers(procs, scratch)
         result_file = scratch / "result-0.json"
@@ -135,14 +135,15 @@ def worker_env(threads: int, launch_id: str | None = None) -> dict[str, str]:
     return env
 
 
-def host_env(host: Host, master: Host) -> dict[str, str]:
+def host_env(host: Host, master: Host, link_name: str) -> dict[str, str]:
     """What a worker on an emulated host must bind: its namespace's veth, not lo.
 
     gloo and TensorPipe pick their address by interface name; without it they take
     the address the host name resolves to, which the other namespaces cannot reach.
     """
     env = {"GLOO_SOCKET_IFNAME": host.interface, "TP_SOCKET_IFNAME": host.interface,
-           "MASTER_ADDR": master.address, HOST_ADDRESS_VARIABLE: host.address}
+           "MASTER_ADDR": master.address, HOST_ADDRESS_VARIABLE: host.address,
+           EMULATED_LINK_VARIABLE: link_name}
     # Inside a namespace with no name service, c10d warns once per connection that it cannot
     # look up the peer's host name (harmless: addresses are used). Only C++ errors are shown
     # there, unless the user asked for another level.

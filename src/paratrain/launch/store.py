@@ -12,6 +12,9 @@ import socket
 import torch.distributed as dist
 
 LOOPBACK = "127.0.0.1"
+EMULATED_LINK_VARIABLE = "PARATRAIN_EMULATED_LINK"
+"""Set by the local launcher for a worker on an emulated host: the link's name (e.g. 100mbit).
+Whatever could pass data between the workers outside the network (shared memory) must not."""
 HOST_ADDRESS_VARIABLE = "PARATRAIN_HOST_ADDR"
 """Set by the local launcher: a worker's own address, where its peers reach it (127.0.0.1, or
 its emulated host's). A worker that hosts a store for its peers (the parameter server) listens there."""

@@ -295,10 +295,16 @@ def _run_epoch(ctx: StepContext, data: PreparedData, config: FitConfig, state: L
     # Whether this rank's parameters are finite rides on the all-reduce the loss needs anyway,
     # so that every rank learns that one diverged, and all stop together.
     bad_params = 0.0 if parameters_finite(strategy.unwrap_model(ctx.model)) else 1.0
-    # Each rank's peak memory rides along in its own slot (the sum of one-hot slots gathers them).
-    peaks = [0.0] * worker.world_size
-    peaks[worker.rank] = float(peak_memory_bytes(worker.device))
-    totals = strategy.all_reduce_sum(torch.tensor([loss_sum, rows, bad_params, *peaks], dtype=torch.float64))
+    # Each rank's peak memory and training time ride along in their own slots (the sum of one-hot
+    # slots gathers them). The epoch took as long as its slowest rank: with asynchronous trainers
+    # (async, hogwild) rank 0 may finish its shard long before the others (seen: async at 100mbit
+    # reported rank 0's 21k samples/s while the trainer across the link ran 20x slower).
+    world = worker.world_size
+    slots = [0.0] * (2 * world)
+    slots[worker.rank] = float(peak_memory_bytes(worker.device))
+    slots[world + worker.rank] = train_seconds
+    totals = strategy.all_reduce_sum(torch.tensor([loss_sum, rows, bad_params, *slots], dtype=torch.float64))
+    train_seconds = float(max(totals[3 + world:].tolist()))
     if not math.isfinite(float(totals[0])) or totals[2] > 0:
         raise_divergence(config, state.epoch + 1, worker, strategy, float(totals[0]), bad_step)
     validation = _validate(ctx, data, config, strategy)
@@ -324,7 +330,7 @@ def _run_epoch(ctx: StepContext, data: PreparedData, config: FitConfig, state: L
     record["samples_per_s"] = global_rows / train_seconds if train_seconds > 0 else None
     record["seconds"] = seconds
     record["train_seconds"] = train_seconds
-    record["peak_memory_bytes"] = int(max(totals[3:].tolist()))  # the largest rank's peak so far
+    record["peak_memory_bytes"] = int(max(totals[3:3 + world].tolist()))  # the largest rank's peak so far
     if inner.records:
         record["evals"] = inner.records
     return record
