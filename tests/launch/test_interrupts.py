@@ -37,6 +37,7 @@ pytestmark = pytest.mark.skipif(not HAS_PROC, reason="finds worker processes thr
 EPOCHS = 16
 # ~50 steps per rank per epoch: a run lasts seconds, so a signal sent after the first
 # checkpoint arrives mid-run even on a loaded machine.
+LONG_EPOCHS = 1000
 FLAGS = ("--strategy", "ddp", "--workers", "2", "--epochs", str(EPOCHS), "--batch-size", "16",
          "--hidden", "16", "--seed", "3", "--precision", "fp32")
 
@@ -135,13 +136,16 @@ def test_workers_do_not_outlive_a_killed_launcher(tmp_path, data, uninterrupted)
 @pytest.mark.timeout(300)
 def test_a_second_writer_is_refused_while_the_run_is_going(tmp_path, data):
     run_dir = tmp_path / "run"
-    proc = start_fit(data, run_dir, *FLAGS)
+    # Far more epochs than the other tests: this run must still be going when the second writer
+    # comes, however loaded the machine (it is stopped with SIGTERM below).
+    long_run = [str(LONG_EPOCHS) if flag == str(EPOCHS) else flag for flag in FLAGS]
+    proc = start_fit(data, run_dir, *long_run)
     try:
         wait_for_file(proc, run_dir / "checkpoint.pt")
         config_before = (run_dir / "config.yaml").read_bytes()
         started = time.monotonic()
         with pytest.raises(ConfigError, match=rf"run directory '{run_dir}' is in use by process {proc.pid}\b"):
-            resume(run_dir, {"epochs": EPOCHS + 5})
+            resume(run_dir, {"epochs": LONG_EPOCHS + 5})
         assert time.monotonic() - started < 5  # refused at once, not after the run
         assert (run_dir / "config.yaml").read_bytes() == config_before  # and nothing was rewritten
         done = run_cli("fit", "--resume", str(run_dir), timeout=60)
