@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -17,7 +19,10 @@ from paratrain.train.checkpoint import load_torch
 
 # Precision probes of the tests (and of the processes they start) are cached in a fresh folder,
 # not in the user's ~/.cache: a test must not depend on, nor leave, what an earlier run measured.
-os.environ.setdefault("PARATRAIN_CACHE_DIR", tempfile.mkdtemp(prefix="paratrain-test-cache-"))
+if "PARATRAIN_CACHE_DIR" not in os.environ:
+    _CACHE_DIR = tempfile.mkdtemp(prefix="paratrain-test-cache-")
+    os.environ["PARATRAIN_CACHE_DIR"] = _CACHE_DIR
+    atexit.register(shutil.rmtree, _CACHE_DIR, ignore_errors=True)  # and leave nothing in /tmp
 
 
 def regression_frame(rows: int = 512, features: int = 5, seed: int = 0) -> pd.DataFrame:
