@@ -90,7 +90,7 @@ def test_calibration_of_another_model_is_refused(calibrated, tmp_path, capsys) -
 
 def test_advise_without_calibration_probes_in_process(calibrated, monkeypatch, capsys, tmp_path) -> None:
     config_path, _ = calibrated
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("PARATRAIN_CACHE_DIR", str(tmp_path / "cache"))
 
     def refuse(*args, **kwargs):
         raise AssertionError("advise started a process")

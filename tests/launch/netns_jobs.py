@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import os
 import statistics
 import time
@@ -9,6 +10,12 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+
+
+def _join(store, rank: int, world_size: int, timeout_s: float) -> None:
+    """Join the job's gloo group through the launcher's store, every wait bounded."""
+    dist.init_process_group("gloo", store=store, rank=rank, world_size=world_size,
+                            timeout=datetime.timedelta(seconds=timeout_s))
 
 
 @dataclass(frozen=True)
@@ -21,10 +28,7 @@ class AllReduceJob:
     timeout_s: float = 60.0
 
     def run(self, rank: int, world_size: int, local_rank: int, store) -> dict:
-        import datetime
-
-        dist.init_process_group("gloo", store=store, rank=rank, world_size=world_size,
-                                timeout=datetime.timedelta(seconds=self.timeout_s))
+        _join(store, rank, world_size, self.timeout_s)
         try:
             tensor = torch.ones(self.nbytes // 4)
             dist.all_reduce(tensor)  # warm-up: connections, buffers
@@ -51,10 +55,7 @@ class FailingJob:
     timeout_s: float = 30.0
 
     def run(self, rank: int, world_size: int, local_rank: int, store) -> dict:
-        import datetime
-
-        dist.init_process_group("gloo", store=store, rank=rank, world_size=world_size,
-                                timeout=datetime.timedelta(seconds=self.timeout_s))
+        _join(store, rank, world_size, self.timeout_s)
         if rank == self.rank_that_fails:
             raise ValueError("this job fails on purpose")
         dist.barrier()
@@ -70,10 +71,7 @@ class SleepJob:
     timeout_s: float = 90.0
 
     def run(self, rank: int, world_size: int, local_rank: int, store) -> dict:
-        import datetime
-
-        dist.init_process_group("gloo", store=store, rank=rank, world_size=world_size,
-                                timeout=datetime.timedelta(seconds=self.timeout_s))
+        _join(store, rank, world_size, self.timeout_s)
         dist.barrier()
         if rank == 0:
             store.set("joined", "1")

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from pathlib import Path
 
@@ -20,8 +19,10 @@ CACHE_S = 3600.0
 
 
 def cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "paratrain" / "calibrations"
+    """Beside the precision probes: $PARATRAIN_CACHE_DIR (or the XDG default) / calibrations."""
+    from paratrain.train.probecache import cache_dir as paratrain_cache_dir
+
+    return paratrain_cache_dir() / "calibrations"
 
 
 def cache_path(workload: Workload, cores: int) -> Path:

@@ -59,12 +59,12 @@ def fit(config: FitConfig, data: pd.DataFrame | None = None, callbacks: Sequence
         # Stored absolute in config.yaml, so that --resume works from any folder.
         config = config.updated({"path": _absolute(config.data.path)})
     source = data if data is not None else config.data.path
-    config, choice = _resolve_auto(config, source)
+    config, choice, table = _resolve_auto(config, source)
     workers = _world_size(config)
     _check_device(config)
     _check_link(config)
     check_tracking(config)
-    frame = _check_data(config, source, workers)
+    frame = _check_data(config, source if table is None else table, workers)
     _check_workers(config, int(frame.memory_usage(deep=True).sum()))
     run_dir, created = _new_run_dir(config)
     with hold_run_dir(run_dir, lock=_is_dispatcher()) as lock:
@@ -77,15 +77,16 @@ def fit(config: FitConfig, data: pd.DataFrame | None = None, callbacks: Sequence
     return result
 
 
-def _resolve_auto(config: FitConfig, source: Any) -> tuple[FitConfig, dict[str, str] | None]:
-    """strategy 'auto' becomes the cost model's choice (costmodel.auto), before anything is checked or launched."""
+def _resolve_auto(config: FitConfig, source: Any) -> tuple[FitConfig, dict[str, str] | None, pd.DataFrame | None]:
+    """strategy 'auto' becomes the cost model's choice (costmodel.auto), before anything is checked or
+    launched; also returns the table it read (None when it read none), so that it is read once."""
     if config.parallel.strategy != "auto":
-        return config, None
+        return config, None, None
     from paratrain.costmodel.auto import resolve_auto
 
     frame = _check_data(config.updated({"strategy": "single", "workers": 1}), source, 1)
     config, choice, reason = resolve_auto(config, frame)
-    return config, {"strategy_choice": choice, "strategy_reason": reason}
+    return config, {"strategy_choice": choice, "strategy_reason": reason}, frame
 
 
 def resume(run_dir: str | os.PathLike, overrides: dict[str, Any] | None = None,
