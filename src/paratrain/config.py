@@ -313,13 +313,13 @@ class ParallelConfig:
                                   "chooses the compression too; drop --compress or name a strategy")
             return
         # Imported here: the registry imports torch, which config users may not need yet.
-        from paratrain.strategies import strategy_class
+        from paratrain.strategies import split_strategy_name, strategy_class
 
         cls = strategy_class(self.strategy)  # ConfigError listing the known names
         if self.compress and not cls.supports_compression:
             raise ConfigError(f"compress={self.compress!r} needs a strategy that supports compression (ddp), "
                               f"but strategy={self.strategy!r}; drop --compress or use --strategy ddp")
-        cls(_strategy_argument(self.strategy), self)  # validates 'localsgd:8', compress=..., etc.
+        cls(split_strategy_name(self.strategy)[1], self)  # validates 'localsgd:8', compress=..., etc.
         if not cls.needs_process_group and self.workers != 1:
             raise ConfigError(
                 f"strategy={self.strategy!r} runs one process, but workers={self.workers}; "
@@ -341,11 +341,6 @@ class ParallelConfig:
 
 AUTO_STRATEGY = "auto"
 """strategy='auto': the cost model's choice for the run's workers and link."""
-
-
-def _strategy_argument(spec: str) -> str | None:
-    _, sep, argument = spec.partition(":")
-    return argument if sep else None
 
 
 @dataclass

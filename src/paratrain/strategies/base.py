@@ -10,12 +10,18 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar, ContextManager
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, ContextManager, Iterable
 
 import torch
 
+from paratrain.strategies.dims import ParallelDims
+
 if TYPE_CHECKING:
     from paratrain.config import ParallelConfig
+    from paratrain.strategies.step import StepContext
+
+OptimizerFactory = Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer]
+"""Builds the run's optimizer (its class, lr and so on) over the parameters given."""
 
 
 @dataclass(frozen=True)
@@ -26,11 +32,23 @@ class WorkerContext:
     world_size: int = 1
     local_rank: int = 0
     device: torch.device = torch.device("cpu")
+    dims: ParallelDims | None = None
+    """How the ranks split the work (the strategy's ``parallel_dims``); None: data parallel only."""
 
     @property
     def is_main(self) -> bool:
         """Rank 0 writes files and prints progress."""
         return self.rank == 0
+
+    @property
+    def parallel_dims(self) -> ParallelDims:
+        """The job's degrees; every rank a data-parallel replica unless the strategy said otherwise."""
+        return self.dims if self.dims is not None else ParallelDims(data=self.world_size, world_size=self.world_size)
+
+    @property
+    def data_rank(self) -> int:
+        """Which data-parallel replica this rank belongs to: it reads that replica's rows."""
+        return self.parallel_dims.data_rank(self.rank)
 
 
 @dataclass
@@ -82,6 +100,12 @@ class Strategy:
     diagnostic_only: ClassVar[bool] = False
     """True for a probe that is not a way to train (``stale``): bench runs it only when named,
     and advise never recommends it."""
+    communicates: ClassVar[bool] = False
+    """True when the workers exchange gradients, parameters or activations while training."""
+    shards_model: ClassVar[bool] = False
+    """True when each rank holds only part of the model's parameters (fsdp, pipeline, tensor):
+    checkpoints are then sharded (torch.distributed.checkpoint) and ``full_model_state`` gathers
+    the whole model for ``model.pt``."""
     bench_specs: ClassVar[tuple[str, ...]] = ()
     """The spellings of this strategy that bench and advise try by default (``localsgd:8``);
     a strategy that supports compression is also tried with each of
@@ -99,9 +123,56 @@ class Strategy:
             raise ConfigError(f"strategy {self.name!r} takes no argument, got {self.name}:{argument}")
         self.options = options
 
+    def parallel_dims(self, world_size: int) -> ParallelDims:
+        """How this strategy splits ``world_size`` ranks; by default every rank is a data-parallel
+        replica. ConfigError when the strategy cannot use that many ranks."""
+        return ParallelDims(data=world_size, world_size=world_size)
+
     def wrap_model(self, model: torch.nn.Module, ctx: WorkerContext) -> torch.nn.Module:
-        """Return the module the loop trains (possibly a wrapper around ``model``)."""
+        """Return the module the loop trains (possibly a wrapper around ``model``, or the part of
+        it this rank holds). Called before the optimizer is built and before a resume loads."""
         return model
+
+    def build_optimizer(self, model: torch.nn.Module, make: OptimizerFactory) -> torch.optim.Optimizer:
+        """The optimizer over what ``wrap_model`` returned (sharded strategies' parameters are
+        DTensors or a stage's share only, so it must be built after wrapping)."""
+        return make(model.parameters())
+
+    def train_step(self, ctx: "StepContext", x: torch.Tensor, y: torch.Tensor, micro_batch: int, step: int,
+                   losses: list[torch.Tensor]) -> None:
+        """One optimizer step over rows ``x``; appends each micro-batch's summed loss to ``losses``.
+        The default is the micro-batch loop (strategies/step.py); a pipeline runs its schedule."""
+        from paratrain.strategies.step import micro_batch_step
+
+        micro_batch_step(ctx, x, y, micro_batch, step, losses)
+
+    def reports_metrics(self, ctx: WorkerContext) -> bool:
+        """Whether this rank's training loss and validation sums count: one rank per data-parallel
+        replica (a pipeline's last stage, a tensor group's first rank) so each replica counts once."""
+        return True
+
+    def eval_forward(self, model: torch.nn.Module) -> Callable[[torch.Tensor], torch.Tensor | None]:
+        """The function validation maps rows through: the model's outputs, or None on a rank that
+        has none (a pipeline's first stages). Every rank of a model-parallel group calls it."""
+        return self.unwrap_model(model)
+
+    def full_model_state(self, model: torch.nn.Module) -> dict[str, torch.Tensor]:
+        """The whole, unsharded state dict for ``model.pt``, with the plain model's names. Every rank
+        calls it (sharded strategies gather); only rank 0's answer is used."""
+        return self.unwrap_model(model).state_dict()
+
+    def load_full_model_state(self, model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+        """Load a whole state dict (``full_model_state``'s form) into what ``wrap_model`` built."""
+        self.unwrap_model(model).load_state_dict(state)
+
+    def optimizer_state(self, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+        """The optimizer's state for rank 0's checkpoint. Every rank calls it (ZeRO gathers its
+        shards here); only rank 0's answer is written."""
+        return optimizer.state_dict()
+
+    def load_optimizer_state(self, optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
+        """Restore what ``optimizer_state`` returned (every rank gets rank 0's)."""
+        optimizer.load_state_dict(state)
 
     def adam_lr_factor(self) -> float:
         """How many times larger Adam's (and AdamW's) learning rate should be under this strategy
@@ -162,6 +233,7 @@ class ProcessGroupStrategy(Strategy):
     barriers go through it (gloo on CPU, NCCL on CUDA)."""
 
     needs_process_group: ClassVar[bool] = True
+    communicates: ClassVar[bool] = True
 
     def all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
         import torch.distributed as dist  # here: one-process runs never need it

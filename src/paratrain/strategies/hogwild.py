@@ -85,6 +85,7 @@ class HogwildStrategy(ProcessGroupStrategy):
     """Lock-free updates of parameters shared in memory by the workers of one machine."""
 
     name = "hogwild"
+    communicates = False  # the workers share one model in memory: nothing crosses a link
     runs_across_hosts = False  # the model lives in this machine's shared memory
     bench_specs = ("hogwild",)
     description = "lock-free updates of shared-memory parameters by N processes on one machine (Hogwild!)"

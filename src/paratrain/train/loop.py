@@ -23,11 +23,18 @@ from paratrain.data.prepare import PreparedData, prepare_data
 from paratrain.errors import DivergenceError
 from paratrain.models import ModelSpec, build_model
 from paratrain.strategies import Strategy, WorkerContext, create_strategy
+from paratrain.strategies.step import StepContext
 from paratrain.train import interrupts, rundir
 from paratrain.train.autoprecision import PrecisionChoice, choose_precision, resumed_precision, share_from_rank0
-from paratrain.train.checkpoint import load_torch, save_json_atomic, save_torch_atomic
+from paratrain.train.checkpoint import load_torch, save_json_atomic
+from paratrain.train.checkpointing import (
+    read_checkpoint,
+    restore_after_wrap,
+    restore_before_wrap,
+    save_checkpoint,
+    save_model,
+)
 from paratrain.train.divergence import (
-    check_finite_model,
     checkpoint_note,
     divergence_message,
     first_non_finite_step,
@@ -66,19 +73,6 @@ class LoopState:
     """The precision the run chose and why (PrecisionChoice.to_dict): a resumed 'auto' run keeps it."""
 
 
-@dataclass
-class StepContext:
-    """The objects one optimizer step needs."""
-
-    model: torch.nn.Module
-    strategy: Strategy
-    optimizer: torch.optim.Optimizer
-    scheduler: Any
-    scaler: Any
-    precision: Precision
-    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-
-
 def make_loss(task: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """Mean loss over a micro-batch: MSE for regression, cross-entropy for classification."""
     if task == "classification":
@@ -88,30 +82,8 @@ def make_loss(task: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 def train_step(ctx: StepContext, x: torch.Tensor, y: torch.Tensor, micro_batch: int, step: int,
                losses: list[torch.Tensor]) -> None:
-    """One optimizer step over rows x (split into micro-batches).
-
-    Appends each micro-batch's summed loss (a detached tensor) to ``losses``:
-    converting to a number every step would cost a sync and several tiny ops.
-    """
-    ctx.optimizer.zero_grad(set_to_none=True)
-    rows = len(x)
-    starts = range(0, rows, micro_batch)
-    for i, start in enumerate(starts):
-        xb, yb = x[start : start + micro_batch], y[start : start + micro_batch]
-        # Sync only on the last micro-step: earlier backwards accumulate locally.
-        with ctx.strategy.sync_context(ctx.model, sync=i == len(starts) - 1):
-            with ctx.precision.autocast():
-                loss = ctx.loss_fn(ctx.model(xb), yb)
-            # Weight by rows so that K micro-batches give the gradient of the mean
-            # over the whole step, even when the last micro-batch is short.
-            # With one micro-batch the weight is 1: skip the extra graph node.
-            scaled = loss if len(xb) == rows else loss * (len(xb) / rows)
-            (ctx.scaler.scale(scaled) if ctx.scaler else scaled).backward()
-        losses.append(loss.detach() * len(xb))
-    ctx.strategy.optimizer_step(ctx.optimizer, ctx.scaler)
-    if ctx.scheduler is not None:
-        ctx.scheduler.step()
-    ctx.strategy.after_optimizer_step(ctx.model, step)
+    """One optimizer step over rows x, as the strategy takes it (``Strategy.train_step``)."""
+    ctx.strategy.train_step(ctx, x, y, micro_batch, step, losses)
 
 
 def train_epoch(
@@ -168,13 +140,16 @@ def run_training(config: FitConfig, worker: WorkerContext, source: Any, run_dir:
     returns True, every rank stops after that epoch (a pruned search trial).
     """
     torch.manual_seed(config.train.seed)
-    data = prepare_data(config, source, worker.rank, worker.world_size, worker.device)
+    strategy = create_strategy(config.parallel.strategy, config.parallel)
+    worker = dataclasses.replace(worker, dims=strategy.parallel_dims(worker.world_size))
+    # Rows are sharded over the data-parallel replicas only: the ranks of one pipeline or
+    # tensor-parallel group must see the same rows.
+    data = prepare_data(config, source, worker.data_rank, worker.parallel_dims.data, worker.device)
     if worker.is_main:
         for hint in data.encoder.hints:
             log.warning(hint)
     spec = ModelSpec(config.model, tuple(data.feature_names), data.n_outputs)
     model = build_model(spec).to(worker.device)
-    strategy = create_strategy(config.parallel.strategy, config.parallel)
     choice = _resolve_precision(config, worker, run_dir, resume, model, data)
     # From here on the config names the precision actually used (divergence hints read it).
     config = dataclasses.replace(config, train=dataclasses.replace(config.train, precision=choice.name))
@@ -183,19 +158,23 @@ def run_training(config: FitConfig, worker: WorkerContext, source: Any, run_dir:
     if rate.reason and worker.is_main:
         log.info("%s", rate.reason)
     optim_config = scaled_optim_config(config.optim, rate)
-    optimizer = build_optimizer(model.parameters(), optim_config)
+    # Order matters: sharding strategies replace the parameters (DTensors, a stage's share), so the
+    # optimizer is built on what the strategy built, and a resume loads into that too.
+    checkpoint = read_checkpoint(run_dir) if resume else None
+    if checkpoint is not None:
+        restore_before_wrap(checkpoint, run_dir, worker, strategy, model)
+    wrapped = strategy.wrap_model(model, worker)
+    optimizer = strategy.build_optimizer(wrapped, lambda params: build_optimizer(params, optim_config))
     scheduler = build_scheduler(optimizer, optim_config, config.train.epochs, steps_per_epoch(data, config))
     scaler = precision.make_scaler()
     state = LoopState(precision=choice.to_dict())
     metrics = MetricsLog(run_dir / rundir.METRICS_FILE)
-    if resume:
-        state = _load_checkpoint(run_dir, model, optimizer, scheduler, scaler, strategy)
+    if checkpoint is not None:
+        state = LoopState(**restore_after_wrap(checkpoint, run_dir, worker, strategy, wrapped, optimizer,
+                                               scheduler, scaler))
         state.precision = choice.to_dict()
-        if strategy.replicas_differ and not worker.is_main:
-            _load_rank_checkpoint(run_dir, worker, model, optimizer, strategy, state.epoch)
         if worker.is_main:
             metrics.truncate_after(state.epoch)
-    wrapped = strategy.wrap_model(model, worker)
     ctx = StepContext(wrapped, strategy, optimizer, scheduler, scaler, precision, make_loss(data.task))
     progress = EpochProgress(config.train.epochs, state.epoch, worker.is_main and config.output.verbosity > 0)
     wall_start = time.perf_counter()
@@ -205,7 +184,8 @@ def run_training(config: FitConfig, worker: WorkerContext, source: Any, run_dir:
     try:
         while state.epoch < config.train.epochs:
             # Reseed per epoch and rank so dropout masks do not depend on where a run resumed.
-            torch.manual_seed(config.train.seed * 1_000_003 + state.epoch * 7919 + worker.rank + 1)
+            # The data rank, not the rank: the ranks of one tensor-parallel group need the same dropout masks.
+            torch.manual_seed(config.train.seed * 1_000_003 + state.epoch * 7919 + worker.data_rank + 1)
             record = _run_epoch(ctx, data, config, state, worker, strategy)
             state.epoch += 1
             sessions_epochs += 1
@@ -214,11 +194,8 @@ def run_training(config: FitConfig, worker: WorkerContext, source: Any, run_dir:
             # metrics line are written both or neither (interrupts.deferred).
             with interrupts.deferred():
                 if _checkpoint_due(config, state, sessions_epochs, stopped_early):
-                    strategy_state = strategy.state_dict()
-                    if worker.is_main:
-                        _save_checkpoint(run_dir, model, optimizer, scheduler, scaler, state, strategy_state)
-                    elif strategy.replicas_differ:
-                        _save_rank_checkpoint(run_dir, worker, model, optimizer, state.epoch, strategy_state)
+                    save_checkpoint(run_dir, worker, strategy, wrapped, optimizer, scheduler, scaler,
+                                    dict(state.__dict__))
                 if worker.is_main:
                     metrics.append(record)
                     progress.update(record)
@@ -245,14 +222,15 @@ def run_training(config: FitConfig, worker: WorkerContext, source: Any, run_dir:
     if finished and strategy.synchronize_model(wrapped):
         # The workers' models were averaged: the per-epoch figures described each worker's
         # own model, the summary must describe the model that is saved.
-        final_validation = _validate(ctx, data, config, strategy)
+        final_validation = _validate(ctx, data, config, strategy, worker)
+    full_state = strategy.full_model_state(wrapped) if finished else {}  # every rank takes part
     strategy.barrier()
     strategy.teardown()
     if not worker.is_main:
         return None
     if not finished:
         return {"status": "stopped", "epochs": state.epoch, "run_dir": str(run_dir)}
-    _save_model(run_dir, model, spec, data, config)
+    save_model(run_dir, full_state, {"spec": spec.to_dict(), "encoder": data.encoder.to_dict(), "task": data.task})
     summary = _summary(config, worker, state, metrics.read(), time.perf_counter() - wall_start, stopped_early, data, run_dir)
     summary["lr_scale"] = rate.scale
     summary["effective_lr"] = rate.effective
@@ -286,9 +264,9 @@ def _resolve_precision(config: FitConfig, worker: WorkerContext, run_dir: Path, 
 def _run_epoch(ctx: StepContext, data: PreparedData, config: FitConfig, state: LoopState,
                worker: WorkerContext, strategy: Strategy) -> dict[str, Any]:
     started = time.perf_counter()
-    inner = _InnerValidations(ctx, data, config, state, strategy, started)
+    inner = _InnerValidations(ctx, data, config, state, strategy, worker, started)
     loss_sum, rows, bad_step = train_epoch(ctx, data, config, state,
-                                           epoch_generator(config, state.epoch, worker.rank),
+                                           epoch_generator(config, state.epoch, worker.data_rank),
                                            inner.after_step if inner.points else None)
     # Validations inside the epoch are measurement, not training: samples/s leaves them out.
     train_seconds = time.perf_counter() - started - inner.seconds
@@ -303,18 +281,23 @@ def _run_epoch(ctx: StepContext, data: PreparedData, config: FitConfig, state: L
     slots = [0.0] * (2 * world)
     slots[worker.rank] = float(peak_memory_bytes(worker.device))
     slots[world + worker.rank] = train_seconds
-    totals = strategy.all_reduce_sum(torch.tensor([loss_sum, rows, bad_params, *slots], dtype=torch.float64))
+    # Each data-parallel replica's loss and rows count once (its pipeline's last stage, its tensor group's first rank).
+    counts = 1.0 if strategy.reports_metrics(worker) else 0.0
+    totals = strategy.all_reduce_sum(torch.tensor([loss_sum * counts, rows * counts, bad_params, *slots],
+                                                  dtype=torch.float64))
     train_seconds = float(max(totals[3 + world:].tolist()))
     if not math.isfinite(float(totals[0])) or totals[2] > 0:
         raise_divergence(config, state.epoch + 1, worker, strategy, float(totals[0]), bad_step)
-    validation = _validate(ctx, data, config, strategy)
+    validation = _validate(ctx, data, config, strategy, worker)
     if not math.isfinite(validation.get("val_loss", 0.0)):
         # Asynchronous strategies (hogwild, async) may change the model after the check above.
         what = ("the model's parameters became NaN or infinite"
                 if not parameters_finite(strategy.unwrap_model(ctx.model))
                 else f"the validation loss became {validation['val_loss']} while the training loss is finite")
         raise DivergenceError(divergence_message(config, state.epoch + 1, what))
-    seconds = time.perf_counter() - started
+    # A rank that began this epoch before rank 0 (rank 0 was writing the checkpoint) may have trained
+    # longer than rank 0's wall time: the epoch lasted at least as long as its slowest rank trained.
+    seconds = max(time.perf_counter() - started, train_seconds)
     global_rows = int(totals[1])
     state.train_seconds += train_seconds
     state.samples_seen += global_rows
@@ -344,8 +327,9 @@ class _InnerValidations:
     """
 
     def __init__(self, ctx: StepContext, data: PreparedData, config: FitConfig, state: LoopState,
-                 strategy: Strategy, started: float) -> None:
+                 strategy: Strategy, worker: WorkerContext, started: float) -> None:
         self.ctx, self.data, self.config, self.state, self.strategy = ctx, data, config, state, strategy
+        self.worker = worker
         self.started = started
         self.steps = steps_per_epoch(data, config)
         n = config.train.evals_per_epoch
@@ -359,7 +343,7 @@ class _InnerValidations:
         if done not in self.points:
             return
         begun = time.perf_counter()
-        validation = _validate(self.ctx, self.data, self.config, self.strategy)
+        validation = _validate(self.ctx, self.data, self.config, self.strategy, self.worker)
         ended = time.perf_counter()
         record = {"step": self.state.step, "epoch_fraction": done / self.steps,
                   "train_seconds": begun - self.started - self.seconds, "seconds": ended - self.started}
@@ -368,10 +352,13 @@ class _InnerValidations:
         self.records.append(record)
 
 
-def _validate(ctx: StepContext, data: PreparedData, config: FitConfig, strategy: Strategy) -> dict[str, Any]:
-    """Validation metrics of the model(s) now: each rank scores its own rows, the sums add up."""
-    sums = evaluation_sums(strategy.unwrap_model(ctx.model), data.x_val, data.y_val, data.task,
+def _validate(ctx: StepContext, data: PreparedData, config: FitConfig, strategy: Strategy,
+              worker: WorkerContext) -> dict[str, Any]:
+    """Validation metrics of the model(s) now: each replica scores its own rows, the sums add up."""
+    sums = evaluation_sums(ctx.model, strategy.eval_forward(ctx.model), data.x_val, data.y_val, data.task,
                            max(config.train.batch_size, 4096), ctx.precision.autocast)
+    if not strategy.reports_metrics(worker):
+        sums.zero_()  # this replica's rows are counted by another rank of its group
     return metrics_from_sums(strategy.all_reduce_sum(sums), data.task, data.target_scale)
 
 
@@ -403,70 +390,6 @@ def _update_early_stopping(state: LoopState, record: dict[str, Any], config: Fit
     else:
         state.bad_epochs += 1
     return config.train.patience is not None and state.bad_epochs >= config.train.patience
-
-
-def _save_checkpoint(run_dir: Path, model, optimizer, scheduler, scaler, state: LoopState, strategy_state: dict) -> None:
-    check_finite_model(model, rundir.CHECKPOINT_FILE)
-    save_torch_atomic(
-        {
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict() if scheduler is not None else None,
-            "scaler": scaler.state_dict() if scaler is not None else None,
-            "state": dict(state.__dict__),
-            "strategy": strategy_state,
-        },
-        run_dir / rundir.CHECKPOINT_FILE,
-    )
-
-
-def _save_rank_checkpoint(run_dir: Path, worker: WorkerContext, model, optimizer, epoch: int,
-                          strategy_state: dict) -> None:
-    """A rank other than 0 keeps its own model, optimizer and strategy state beside rank 0's checkpoint."""
-    save_torch_atomic(
-        {"epoch": epoch, "world_size": worker.world_size, "model": model.state_dict(),
-         "optimizer": optimizer.state_dict(), "strategy": strategy_state},
-        run_dir / rundir.rank_checkpoint_file(worker.rank),
-    )
-
-
-def _load_rank_checkpoint(run_dir: Path, worker: WorkerContext, model, optimizer, strategy: Strategy,
-                          epoch: int) -> None:
-    """Continue this rank's own model from its checkpoint when it belongs to the same epoch and
-    world size as rank 0's; otherwise (a crash between the writes, another world size) the rank
-    goes on from rank 0's model and optimizer state, which the caller has already loaded."""
-    path = run_dir / rundir.rank_checkpoint_file(worker.rank)
-    saved = load_torch(path) if path.is_file() else None
-    if saved is None or saved.get("epoch") != epoch or saved.get("world_size") != worker.world_size:
-        found = "none" if saved is None else f"epoch {saved.get('epoch')} of {saved.get('world_size')} workers"
-        log.warning("rank %d resumes from rank 0's model: its own checkpoint (%s) is not of epoch %d of %d "
-                    "workers", worker.rank, found, epoch, worker.world_size)
-        return
-    model.load_state_dict(saved["model"])
-    optimizer.load_state_dict(saved["optimizer"])
-    strategy.load_state_dict(saved["strategy"])
-
-
-def _load_checkpoint(run_dir: Path, model, optimizer, scheduler, scaler, strategy: Strategy) -> LoopState:
-    path = run_dir / rundir.CHECKPOINT_FILE
-    checkpoint = load_torch(path)
-    model.load_state_dict(checkpoint["model"])
-    optimizer.load_state_dict(checkpoint["optimizer"])
-    if scheduler is not None and checkpoint["scheduler"] is not None:
-        scheduler.load_state_dict(checkpoint["scheduler"])
-    if scaler is not None and checkpoint["scaler"] is not None:
-        scaler.load_state_dict(checkpoint["scaler"])
-    strategy.load_state_dict(checkpoint.get("strategy") or {})
-    return LoopState(**checkpoint["state"])
-
-
-def _save_model(run_dir: Path, model: torch.nn.Module, spec: ModelSpec, data: PreparedData, config: FitConfig) -> None:
-    check_finite_model(model, rundir.MODEL_FILE)
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    save_torch_atomic(
-        {"format": 1, "state_dict": state, "spec": spec.to_dict(), "encoder": data.encoder.to_dict(), "task": data.task},
-        run_dir / rundir.MODEL_FILE,
-    )
 
 
 def _summary(config: FitConfig, worker: WorkerContext, state: LoopState, records: list[dict], wall: float,

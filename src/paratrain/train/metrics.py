@@ -17,9 +17,12 @@ LOSS_SUM, COUNT, SSE, SUM_Y, SUM_Y2, CORRECT = range(6)
 
 
 def evaluation_sums(
-    model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, task: str, batch_size: int, autocast
+    model: torch.nn.Module, forward, x: torch.Tensor, y: torch.Tensor, task: str, batch_size: int, autocast
 ) -> torch.Tensor:
-    """Sums over this rank's rows that add up across ranks into exact global metrics."""
+    """Sums over this rank's rows that add up across ranks into exact global metrics.
+
+    ``forward`` maps rows to outputs (``Strategy.eval_forward``: the model itself, or a pipeline's
+    schedule), or to None on a rank that has no outputs; ``model`` is put in eval mode meanwhile."""
     sums = torch.zeros(6, dtype=torch.float64)
     was_training = model.training
     model.eval()
@@ -27,7 +30,9 @@ def evaluation_sums(
         for start in range(0, len(x), batch_size):
             xb, yb = x[start : start + batch_size], y[start : start + batch_size]
             with autocast():
-                out = model(xb)
+                out = forward(xb)
+            if out is None:
+                continue
             out = out.float()
             if task == "classification":
                 sums[LOSS_SUM] += torch.nn.functional.cross_entropy(out, yb, reduction="sum").double()

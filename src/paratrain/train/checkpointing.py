@@ -1,0 +1,199 @@
+"""Checkpoints and the saved model, for every strategy.
+
+Two forms of ``checkpoint.pt``:
+
+- whole: rank 0 writes the model and optimizer state in the file itself (data-parallel
+  strategies; ZeRO gathers its optimizer shards to rank 0 first);
+- sharded: strategies that split the model (``Strategy.shards_model``) write model and
+  optimizer through ``torch.distributed.checkpoint`` (DCP) into ``checkpoint-eNNNNN.dcp/``,
+  every rank its own part, and ``checkpoint.pt`` holds the rest and names that folder.
+  DCP keys tensors by the plain model's parameter names, so a sharded checkpoint loads on
+  the same or a different number of workers, under another sharded strategy, or in one
+  process.
+
+Either way ``checkpoint.pt`` is written last and atomically: it always names a complete
+checkpoint, and a crash while the shards are written leaves the previous one in force.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from paratrain.errors import ConfigError
+from paratrain.strategies import Strategy, WorkerContext
+from paratrain.train import rundir
+from paratrain.train.checkpoint import load_torch, save_torch_atomic
+from paratrain.train.divergence import check_finite_model
+
+log = logging.getLogger("paratrain")
+
+SHARDED_KEY = "sharded"
+"""checkpoint.pt's entry naming the DCP folder of a sharded checkpoint."""
+
+
+def sharded_folder(epoch: int) -> str:
+    """The DCP folder of the checkpoint after ``epoch`` epochs."""
+    return f"checkpoint-e{epoch:05d}.dcp"
+
+
+def save_checkpoint(run_dir: Path, worker: WorkerContext, strategy: Strategy, model: torch.nn.Module,
+                    optimizer: torch.optim.Optimizer, scheduler: Any, scaler: Any, state: dict[str, Any]) -> None:
+    """Write the checkpoint of the loop ``state`` (LoopState as a dict). Every rank calls it."""
+    strategy_state = strategy.state_dict()
+    rest = {"scheduler": scheduler.state_dict() if scheduler is not None else None,
+            "scaler": scaler.state_dict() if scaler is not None else None,
+            "state": state, "strategy": strategy_state, "world_size": worker.world_size,
+            "strategy_name": strategy.name}
+    if strategy.shards_model:
+        _save_sharded(run_dir, worker, strategy, model, optimizer, state["epoch"], rest)
+        return
+    optimizer_state = strategy.optimizer_state(optimizer)  # a collective for ZeRO: every rank calls
+    plain = strategy.unwrap_model(model)
+    if worker.is_main:
+        check_finite_model(plain, rundir.CHECKPOINT_FILE)
+        save_torch_atomic({"model": plain.state_dict(), "optimizer": optimizer_state, **rest},
+                          run_dir / rundir.CHECKPOINT_FILE)
+    elif strategy.replicas_differ:
+        # A rank other than 0 keeps its own model, optimizer and strategy state beside rank 0's.
+        save_torch_atomic(
+            {"epoch": state["epoch"], "world_size": worker.world_size, "model": plain.state_dict(),
+             "optimizer": optimizer.state_dict(), "strategy": strategy_state},
+            run_dir / rundir.rank_checkpoint_file(worker.rank))
+
+
+def _save_sharded(run_dir: Path, worker: WorkerContext, strategy: Strategy, model: torch.nn.Module,
+                  optimizer: torch.optim.Optimizer, epoch: int, rest: dict[str, Any]) -> None:
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict
+
+    folder = sharded_folder(epoch)
+    temp = run_dir / f".{folder}.tmp"
+    if worker.is_main and temp.exists():
+        shutil.rmtree(temp)  # left by a crash while writing: never mixed with new shards
+    strategy.barrier()
+    model_state, optimizer_state = get_state_dict(model, optimizer)
+    dcp.save({"model": model_state, "optimizer": optimizer_state}, checkpoint_id=str(temp))
+    strategy.barrier()  # every shard is on disk before the folder becomes the checkpoint
+    if worker.is_main:
+        final = run_dir / folder
+        if final.exists():
+            shutil.rmtree(final)
+        temp.rename(final)
+        save_torch_atomic({SHARDED_KEY: folder, **rest}, run_dir / rundir.CHECKPOINT_FILE)
+        for old in run_dir.glob("checkpoint-e*.dcp"):
+            if old.name != folder:
+                shutil.rmtree(old, ignore_errors=True)
+    strategy.barrier()
+
+
+def read_checkpoint(run_dir: Path) -> dict[str, Any]:
+    """checkpoint.pt as written (whole, or the rest of a sharded one)."""
+    return load_torch(run_dir / rundir.CHECKPOINT_FILE)
+
+
+def restore_before_wrap(checkpoint: dict[str, Any], run_dir: Path, worker: WorkerContext, strategy: Strategy,
+                        model: torch.nn.Module) -> None:
+    """Resume, first half: the strategy's own state, and for a whole checkpoint the plain model.
+
+    Data-parallel strategies read the model when they wrap it (DDP broadcasts it, sparse and
+    hogwild copy it into their flat or shared vectors, local SGD decides whether to broadcast),
+    so a whole checkpoint loads before ``wrap_model``; a sharded one loads after, into the
+    shards the strategy built (``restore_after_wrap``)."""
+    if SHARDED_KEY not in checkpoint:
+        if strategy.shards_model:
+            raise ConfigError(
+                f"strategy {strategy.name!r} splits the model and resumes from sharded checkpoints, but '{run_dir}' "
+                f"holds a whole-model checkpoint of strategy {checkpoint.get('strategy_name', 'ddp')!r}; resume "
+                "it with a data-parallel strategy (single, ddp, zero1, ...)")
+        model.load_state_dict(checkpoint["model"])
+    # Strategy state (residuals, counters) belongs to the strategy that wrote it.
+    if checkpoint.get("strategy_name", strategy.name) == strategy.name:
+        strategy.load_state_dict(checkpoint.get("strategy") or {})
+    if strategy.replicas_differ and not worker.is_main:
+        _load_rank_model(run_dir, worker, model, strategy, checkpoint["state"]["epoch"])
+
+
+def restore_after_wrap(checkpoint: dict[str, Any], run_dir: Path, worker: WorkerContext, strategy: Strategy,
+                       model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
+                       scaler: Any) -> dict[str, Any]:
+    """Resume, second half: optimizer, schedule, scaler (and a sharded model); returns the loop state."""
+    if SHARDED_KEY in checkpoint:
+        _load_sharded(run_dir / checkpoint[SHARDED_KEY], model, optimizer)
+    else:
+        strategy.load_optimizer_state(optimizer, checkpoint["optimizer"])
+        if strategy.replicas_differ and not worker.is_main:
+            own = _own_rank_checkpoint(run_dir, worker, checkpoint["state"]["epoch"])
+            if own is not None:
+                optimizer.load_state_dict(own["optimizer"])
+    if scheduler is not None and checkpoint["scheduler"] is not None:
+        scheduler.load_state_dict(checkpoint["scheduler"])
+    if scaler is not None and checkpoint["scaler"] is not None:
+        scaler.load_state_dict(checkpoint["scaler"])
+    return checkpoint["state"]
+
+
+def _load_sharded(folder: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+    if not folder.is_dir():
+        raise ConfigError(f"the checkpoint names its shards '{folder}', which does not exist; the run "
+                          "directory is incomplete")
+    # Ask for this rank's own keys and shapes, let DCP fill them from whatever layout wrote them.
+    model_state, optimizer_state = get_state_dict(model, optimizer)
+    wanted = {"model": model_state, "optimizer": optimizer_state}
+    dcp.load(wanted, checkpoint_id=str(folder))
+    set_state_dict(model, optimizer, model_state_dict=wanted["model"], optim_state_dict=wanted["optimizer"])
+
+
+def _own_rank_checkpoint(run_dir: Path, worker: WorkerContext, epoch: int) -> dict[str, Any] | None:
+    """This rank's own checkpoint when it belongs to the same epoch and world size as rank 0's."""
+    path = run_dir / rundir.rank_checkpoint_file(worker.rank)
+    saved = load_torch(path) if path.is_file() else None
+    if saved is None or saved.get("epoch") != epoch or saved.get("world_size") != worker.world_size:
+        return None
+    return saved
+
+
+def _load_rank_model(run_dir: Path, worker: WorkerContext, model: torch.nn.Module, strategy: Strategy,
+                     epoch: int) -> None:
+    """Continue this rank's own model from its checkpoint when it belongs to the same epoch and
+    world size as rank 0's; otherwise (a crash between the writes, another world size) the rank
+    goes on from rank 0's model and optimizer state, which the caller loads."""
+    saved = _own_rank_checkpoint(run_dir, worker, epoch)
+    if saved is None:
+        path = run_dir / rundir.rank_checkpoint_file(worker.rank)
+        found = load_torch(path) if path.is_file() else None
+        what = "none" if found is None else f"epoch {found.get('epoch')} of {found.get('world_size')} workers"
+        log.warning("rank %d resumes from rank 0's model: its own checkpoint (%s) is not of epoch %d of %d "
+                    "workers", worker.rank, what, epoch, worker.world_size)
+        return
+    model.load_state_dict(saved["model"])
+    strategy.load_state_dict(saved["strategy"])
+
+
+def load_sharded_model_state(folder: Path) -> dict[str, torch.Tensor]:
+    """The whole model's state dict from a sharded checkpoint, in this one process (no group)."""
+    from torch.distributed.checkpoint.format_utils import _EmptyStateDictLoadPlanner
+    import torch.distributed.checkpoint as dcp
+
+    state: dict[str, Any] = {}
+    dcp.load(state, checkpoint_id=str(folder), planner=_EmptyStateDictLoadPlanner(keys={"model"}), no_dist=True)
+    return state["model"]
+
+
+def save_model(run_dir: Path, state: dict[str, torch.Tensor], extra: dict[str, Any]) -> None:
+    """Write ``model.pt``: the whole model (``Strategy.full_model_state``) and what predict needs."""
+    from paratrain.errors import DivergenceError
+    from paratrain.train.divergence import tensors_finite
+
+    if not tensors_finite(state.values()):
+        raise DivergenceError(f"training diverged: the model's parameters are NaN or infinite; {rundir.MODEL_FILE} "
+                              "was not written; try a lower --lr, e.g. a tenth")
+    save_torch_atomic({"format": 1, "state_dict": {k: v.detach().cpu() for k, v in state.items()}, **extra},
+                      run_dir / rundir.MODEL_FILE)
