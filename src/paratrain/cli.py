@@ -88,6 +88,17 @@ def _fit_arguments(parser: argparse.ArgumentParser) -> None:
                           help="sparse: wait for each step's exchange instead of overlapping it with the next step")
     parallel.add_argument("--sync-warmup", type=int, help="localsgd: synchronous steps before local steps (0)")
     parallel.add_argument("--max-staleness", type=int, help="async: bound on how far a worker may run ahead")
+    parallel.add_argument("--microbatches", type=int,
+                          help="pipeline: micro-batches each step's rows are split into (default 4)")
+    parallel.add_argument("--pipeline-schedule", dest="pipeline_schedule", choices=("gpipe", "1f1b"),
+                          help="pipeline: the schedule (1f1b, default, holds fewer activations; gpipe)")
+    parallel.add_argument("--balance", choices=("params", "time"),
+                          help="pipeline: split the layers into stages of equal parameter count (default) "
+                               "or of equal measured layer time")
+    parallel.add_argument("--reshard-after-forward", dest="reshard_after_forward", action="store_const",
+                          const=True, help="fsdp: free the gathered parameters after forward (default)")
+    parallel.add_argument("--no-reshard-after-forward", dest="reshard_after_forward", action="store_const",
+                          const=False, help="fsdp: keep them gathered until backward (more memory, less traffic)")
     parallel.add_argument("--link", help="how the workers are joined: loopback (default), or an emulated network "
                                          "such as 100mbit, 1gbit, 2.5gbit: each worker in its own network "
                                          "namespace, the links limited with tc (needs root and iproute2; "

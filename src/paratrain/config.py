@@ -286,9 +286,15 @@ class ParallelConfig:
     '1gbit' (each worker in its own network namespace, the link limited with tc; needs root)."""
     calibration: str | None = None
     """strategy 'auto': the `paratrain calibrate` file to predict from (default: a quick probe)."""
+    options: dict[str, Any] = field(default_factory=dict)
+    """The chosen strategy's own settings by name (``microbatches``, ``schedule``, ...): each strategy
+    declares and validates them (its ``Options``); flat keys and CLI flags of those names land here."""
 
     def __post_init__(self) -> None:
         _check_int("workers", self.workers, 1)
+        if not isinstance(self.options, Mapping):
+            raise ConfigError(f"options={self.options!r} must map option names to values, e.g. {{'microbatches': 4}}")
+        self.options = dict(self.options)
         from paratrain.launch.links import parse_link
 
         self.link = parse_link(self.link).name
@@ -307,6 +313,9 @@ class ParallelConfig:
         if not isinstance(self.strategy, str):
             raise ConfigError(f"strategy={self.strategy!r} must be a strategy name; see `paratrain strategies`")
         if self.strategy == AUTO_STRATEGY:
+            if self.options:
+                raise ConfigError(f"options {sorted(self.options)} belong to a named strategy, but strategy='auto'; "
+                                  "name the strategy, or drop them")
             # fit resolves it (costmodel.auto) before anything is launched; the compression is part of the choice.
             if self.compress:
                 raise ConfigError(f"compress={self.compress!r} cannot be combined with strategy='auto', which "
@@ -413,9 +422,23 @@ class FitConfig:
                     if sub_key not in sections[key]:
                         raise ConfigError(f"unknown field {key}.{sub_key}; known: {', '.join(sections[key])}")
                     sections[key][sub_key] = sub_value
+            elif key not in _section_fields() and key in strategy_option_names():
+                # A strategy's own option (microbatches, ...): kept by name in parallel.options.
+                sections["parallel"]["options"] = {**sections["parallel"]["options"], key: value}
             else:
                 sections[_section_of(key)][key] = value
         return FitConfig(**{name: _SECTIONS[name](**fields) for name, fields in sections.items()})
+
+
+def _section_fields() -> set[str]:
+    return {f.name for section in _SECTIONS.values() for f in dataclasses.fields(section)}
+
+
+def strategy_option_names() -> set[str]:
+    """Names of every option some strategy declares (their flat keys route to parallel.options)."""
+    from paratrain.strategies import strategy_option_fields
+
+    return set(strategy_option_fields())
 
 
 def _section_of(key: str) -> str:

@@ -80,6 +80,15 @@ def default_contenders(include_single: bool = True) -> list[str]:
     return specs
 
 
+def strategy_option_fields() -> dict[str, list[str]]:
+    """Each option name some strategy declares, with the strategies that take it."""
+    owners: dict[str, list[str]] = {}
+    for name, cls in _registry().items():
+        for option in cls.Options.field_names():
+            owners.setdefault(option, []).append(name)
+    return owners
+
+
 def create_strategy(spec: str, options=None) -> Strategy:
     """Build a strategy object from its name (and optional ':argument') and the run's ParallelConfig."""
     _, argument = split_strategy_name(spec)
@@ -87,4 +96,4 @@ def create_strategy(spec: str, options=None) -> Strategy:
 
 
 __all__ = ["Strategy", "WorkerContext", "create_strategy", "default_contenders", "known_strategies", "split_contender",
-           "split_strategy_name", "strategy_class"]
+           "split_strategy_name", "strategy_class", "strategy_option_fields"]

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar, ContextManager, Itera
 import torch
 
 from paratrain.strategies.dims import ParallelDims
+from paratrain.strategies.options import StrategyOptions
 
 if TYPE_CHECKING:
     from paratrain.config import ParallelConfig
@@ -106,6 +107,8 @@ class Strategy:
     """True when each rank holds only part of the model's parameters (fsdp, pipeline, tensor):
     checkpoints are then sharded (torch.distributed.checkpoint) and ``full_model_state`` gathers
     the whole model for ``model.pt``."""
+    Options: ClassVar[type[StrategyOptions]] = StrategyOptions
+    """The strategy's own settings (strategies/options.py), filled from ``ParallelConfig.options``."""
     bench_specs: ClassVar[tuple[str, ...]] = ()
     """The spellings of this strategy that bench and advise try by default (``localsgd:8``);
     a strategy that supports compression is also tried with each of
@@ -122,6 +125,8 @@ class Strategy:
 
             raise ConfigError(f"strategy {self.name!r} takes no argument, got {self.name}:{argument}")
         self.options = options
+        self.own_options = self.Options.build(self.name, options.options if options is not None else {})
+        """This strategy's own settings (an instance of ``Options``)."""
 
     def parallel_dims(self, world_size: int) -> ParallelDims:
         """How this strategy splits ``world_size`` ranks; by default every rank is a data-parallel
@@ -150,6 +155,11 @@ class Strategy:
         """Whether this rank's training loss and validation sums count: one rank per data-parallel
         replica (a pipeline's last stage, a tensor group's first rank) so each replica counts once."""
         return True
+
+    def activations_alive(self, micro_batches: int) -> float:
+        """The share of one step's activations alive at once: each of the step's ``micro_batches``
+        frees its activations in its own backward (a pipeline schedule keeps several in flight)."""
+        return 1.0 / max(1, micro_batches)
 
     def eval_forward(self, model: torch.nn.Module) -> Callable[[torch.Tensor], torch.Tensor | None]:
         """The function validation maps rows through: the model's outputs, or None on a rank that

@@ -41,6 +41,7 @@ from paratrain.train.divergence import (
     parameters_finite,
     raise_divergence,
 )
+from paratrain.train.memory import WIDTH, ActivationMeter, count_memory, gather_breakdowns
 from paratrain.train.metrics import MetricsLog, evaluation_sums, metrics_from_sums, peak_memory_bytes
 from paratrain.train.optim import build_optimizer, build_scheduler, resolve_learning_rate, scaled_optim_config
 from paratrain.train.precision import Precision
@@ -71,6 +72,8 @@ class LoopState:
     history: list[float] = field(default_factory=list)
     precision: dict[str, Any] | None = None
     """The precision the run chose and why (PrecisionChoice.to_dict): a resumed 'auto' run keeps it."""
+    activations_bytes: int = 0
+    """Activations alive at once during a step on this rank, estimated on the run's first step."""
 
 
 def make_loss(task: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
@@ -265,27 +268,31 @@ def _run_epoch(ctx: StepContext, data: PreparedData, config: FitConfig, state: L
                worker: WorkerContext, strategy: Strategy) -> dict[str, Any]:
     started = time.perf_counter()
     inner = _InnerValidations(ctx, data, config, state, strategy, worker, started)
+    after_step = inner.after_step if inner.points else None
+    if state.activations_bytes == 0:
+        after_step = _measure_activations(ctx, state, config, after_step)
     loss_sum, rows, bad_step = train_epoch(ctx, data, config, state,
-                                           epoch_generator(config, state.epoch, worker.data_rank),
-                                           inner.after_step if inner.points else None)
+                                           epoch_generator(config, state.epoch, worker.data_rank), after_step)
     # Validations inside the epoch are measurement, not training: samples/s leaves them out.
     train_seconds = time.perf_counter() - started - inner.seconds
     # Whether this rank's parameters are finite rides on the all-reduce the loss needs anyway,
     # so that every rank learns that one diverged, and all stop together.
     bad_params = 0.0 if parameters_finite(strategy.unwrap_model(ctx.model)) else 1.0
-    # Each rank's peak memory and training time ride along in their own slots (the sum of one-hot
+    # Each rank's training time and memory breakdown ride along in their own slots (the sum of one-hot
     # slots gathers them). The epoch took as long as its slowest rank: with asynchronous trainers
     # (async, hogwild) rank 0 may finish its shard long before the others (seen: async at 100mbit
     # reported rank 0's 21k samples/s while the trainer across the link ran 20x slower).
     world = worker.world_size
-    slots = [0.0] * (2 * world)
-    slots[worker.rank] = float(peak_memory_bytes(worker.device))
-    slots[world + worker.rank] = train_seconds
+    slots = [0.0] * ((1 + WIDTH) * world)
+    slots[worker.rank] = train_seconds
+    memory = count_memory(ctx.model, ctx.optimizer, peak_memory_bytes(worker.device), state.activations_bytes)
+    slots[world + worker.rank * WIDTH: world + (worker.rank + 1) * WIDTH] = memory.to_list()
     # Each data-parallel replica's loss and rows count once (its pipeline's last stage, its tensor group's first rank).
     counts = 1.0 if strategy.reports_metrics(worker) else 0.0
     totals = strategy.all_reduce_sum(torch.tensor([loss_sum * counts, rows * counts, bad_params, *slots],
                                                   dtype=torch.float64))
-    train_seconds = float(max(totals[3 + world:].tolist()))
+    train_seconds = float(max(totals[3:3 + world].tolist()))
+    memory_per_rank = gather_breakdowns(totals, world, 3 + world)
     if not math.isfinite(float(totals[0])) or totals[2] > 0:
         raise_divergence(config, state.epoch + 1, worker, strategy, float(totals[0]), bad_step)
     validation = _validate(ctx, data, config, strategy, worker)
@@ -313,7 +320,8 @@ def _run_epoch(ctx: StepContext, data: PreparedData, config: FitConfig, state: L
     record["samples_per_s"] = global_rows / train_seconds if train_seconds > 0 else None
     record["seconds"] = seconds
     record["train_seconds"] = train_seconds
-    record["peak_memory_bytes"] = int(max(totals[3:3 + world].tolist()))  # the largest rank's peak so far
+    record["peak_memory_bytes"] = max(m.peak_bytes for m in memory_per_rank)  # the largest rank's peak so far
+    record["memory"] = [m.to_dict() for m in memory_per_rank]
     if inner.records:
         record["evals"] = inner.records
     return record
@@ -350,6 +358,20 @@ class _InnerValidations:
         record.update(validation)
         self.seconds += ended - begun
         self.records.append(record)
+
+
+def _measure_activations(ctx: StepContext, state: LoopState, config: FitConfig,
+                         then: Callable[[int], None] | None) -> Callable[[int], None]:
+    """Hook the model for the epoch's first step; record the activations alive at once in ``state``."""
+    meter = ActivationMeter(ctx.model)
+
+    def after_step(done: int) -> None:
+        if done == 1:
+            seen = meter.close()
+            state.activations_bytes = int(seen * ctx.strategy.activations_alive(config.train.accumulate))
+        if then is not None:
+            then(done)
+    return after_step
 
 
 def _validate(ctx: StepContext, data: PreparedData, config: FitConfig, strategy: Strategy,
@@ -405,7 +427,7 @@ def _summary(config: FitConfig, worker: WorkerContext, state: LoopState, records
         "stopped_early": stopped_early,
     }
     for key in ("train_loss", "val_loss", "val_r2", "val_r2_note", "val_rmse", "val_accuracy", "comm_bytes_per_step",
-                "compression_ratio", "peak_memory_bytes"):
+                "compression_ratio", "peak_memory_bytes", "memory"):
         if key in last:
             summary[key] = last[key]
     summary["best_val_loss"] = state.best_val_loss
