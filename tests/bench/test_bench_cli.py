@@ -71,7 +71,12 @@ def test_tiny_bench_writes_bench_json_reports_and_plots(tmp_path):
     assert "| row | workers | link | samples/s |" in markdown and "| torch-ddp (reference) | 2 | loopback |" in markdown
     parser = _Tags()
     parser.feed((out / "report.html").read_text())
-    assert parser.tags.count("table") == 1 and parser.tags.count("tr") == 1 + len(rows)
+    # The rows table, and the memory table with a row for each row trained by paratrain's loop (not torch-ddp).
+    with_memory = [row for row in document["rows"] if row["memory"]]
+    assert {row["strategy"] for row in with_memory} == {"single", "ddp", "no-comm"}
+    assert all(row["memory"]["parameters_bytes"] > 0 and row["memory"]["optimizer_bytes"] > 0 for row in with_memory)
+    assert "## Memory per rank" in markdown
+    assert parser.tags.count("table") == 2 and parser.tags.count("tr") == 2 + len(rows) + len(with_memory)
     assert parser.images and all(src.startswith("data:image/png;base64,") for src in parser.images)
     pngs = sorted(out.glob("*.png"))
     assert {p.name for p in pngs} >= {"throughput_vs_workers.png", "val_loss_vs_time.png", "step_breakdown.png"}

@@ -107,6 +107,11 @@ class RowResult:
     ties: list[str] = field(default_factory=list)
     curves: list[list[tuple[float, float]]] = field(default_factory=list)
     """Per repetition, (training seconds, val_loss) of every validation."""
+    memory: dict[str, int] | None = None
+    """The breakdown (train/memory.py) of the rank holding the most model state, from the last epoch of
+    the row's last repetition: parameters, gradients, optimizer state, activations (estimated), peak."""
+    pipeline: dict[str, Any] | None = None
+    """A pipeline row's expected bubble and measured idle fraction per stage (its last epoch)."""
 
     def to_dict(self) -> dict[str, Any]:
         def median(spread: Spread | None) -> float | None:
@@ -127,7 +132,7 @@ class RowResult:
                 "predicted_step_s": self.predicted_step_s, "compute_s_per_step": self.compute_s_per_step,
                 "comm_s_per_step": self.comm_s_per_step, "comm_bytes_per_step": self.comm_bytes_per_step,
                 "peak_memory_bytes": self.peak_memory_bytes, "scaling_efficiency": self.scaling_efficiency,
-                "ties": self.ties}
+                "memory": self.memory, "pipeline": self.pipeline, "ties": self.ties}
 
 
 def choose_targets(config: BenchConfig, rows: Sequence[BenchRow], runs: Sequence[RunRecord]) -> tuple[list[float], str]:
@@ -199,7 +204,23 @@ def _row_result(config: BenchConfig, row: BenchRow, runs: list[RunRecord], targe
         comm_bytes_per_step=statistics.median(comm) if comm else (0.0 if row.workers == 1 else None),
         peak_memory_bytes=max(peaks) if peaks else None, budget_hit=any(run.budget_hit for run in runs),
         errors=[run.error for run in runs if run.error],
-        curves=curves)
+        curves=curves, memory=_largest_memory(runs), pipeline=_pipeline_fields(runs))
+
+
+PIPELINE_FIELDS = ("pipeline_bubble_expected", "pipeline_idle_fraction")
+"""Epoch-record fields a pipeline reports (strategies/pipeline.py)."""
+
+
+def _largest_memory(runs: list[RunRecord]) -> dict[str, int] | None:
+    last = [rec for run in runs for rec in run.records[-1:] if rec.get("memory")]
+    if not last:
+        return None
+    return max(last[-1]["memory"], key=lambda m: m.get("model_state_bytes", 0))
+
+
+def _pipeline_fields(runs: list[RunRecord]) -> dict[str, Any] | None:
+    last = [rec for run in runs for rec in run.records[-1:] if any(k in rec for k in PIPELINE_FIELDS)]
+    return {k: last[-1][k] for k in PIPELINE_FIELDS if k in last[-1]} if last else None
 
 
 def _seconds_to(records: list[dict[str, Any]], target: float) -> float:

@@ -22,7 +22,7 @@ from paratrain.bench.analysis import RowResult, analyse, candidates_by_link, cho
 from paratrain.bench.contenders import BenchRow, build_rows
 from paratrain.bench.measurement import BenchConfig, Progress, RunRecord, measure
 from paratrain.bench.prediction import predicted_step_s
-from paratrain.bench.render import BENCH_COLUMNS, Report, Section, bench_table, verdicts
+from paratrain.bench.render import BENCH_COLUMNS, MEMORY_COLUMNS, Report, Section, bench_table, memory_table, verdicts
 
 BENCH_FILE = "bench.json"
 NOTES = {
@@ -123,6 +123,7 @@ def write_bench_reports(document: dict[str, Any], results: Sequence[RowResult], 
     report = Report("paratrain bench", [
         Section("Which row reaches the target first", intro + verdicts(groups)),
         Section("Rows", [_column_notes()], BENCH_COLUMNS, bench_table(results, config["repeat"], budget)),
+        Section("Memory per rank", [_memory_notes()], MEMORY_COLUMNS, memory_table(results)),
         Section("Plots", [], images=[image for image in images if image is not None]),
     ])
     for note in document["notes"].get("predictions", []):
@@ -134,6 +135,14 @@ def write_bench_reports(document: dict[str, Any], results: Sequence[RowResult], 
 
 def _targets(targets: Sequence[float]) -> str:
     return " / ".join("-" if not math.isfinite(t) else f"{t:.4g}" for t in targets)
+
+
+def _memory_notes() -> str:
+    return ("The rank holding the most model state, last epoch of the last repetition. Parameters, gradients and "
+            "optimizer state are counted from the tensors that rank holds; activations are estimated (leaf-layer "
+            "outputs of one step, times the share alive at once); the peak is measured (resident set on a CPU, "
+            "which includes the Python process and libraries; allocator peak on CUDA). Pipeline bubble: "
+            "(S-1)/(M+S-1) expected, and the measured idle fraction of each stage.")
 
 
 def _column_notes() -> str:

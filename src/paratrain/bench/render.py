@@ -101,6 +101,30 @@ BENCH_COLUMNS = ["row", "workers", "link", "samples/s", "time to target s", "con
                  "peak memory", "ties with"]
 
 
+MEMORY_COLUMNS = ["row", "workers", "parameters", "gradients", "optimizer state", "activations (est.)",
+                  "model state", "peak (measured)", "pipeline bubble: expected / idle per stage"]
+
+
+def memory_table(results: Sequence[RowResult]) -> list[list[str]]:
+    """Per row, the memory of its rank holding the most model state, and a pipeline's bubble."""
+    rows = []
+    for r in results:
+        m = r.memory
+        if m is None:
+            continue
+        bubble = "-"
+        if r.pipeline:
+            expected = r.pipeline.get("pipeline_bubble_expected")
+            idle = r.pipeline.get("pipeline_idle_fraction") or []
+            bubble = (f"{expected:.0%}" if expected is not None else "-") + " / " + (
+                ", ".join(f"{v:.0%}" for v in idle) if idle else "-")
+        rows.append([r.row.spec, str(r.row.workers), byte_size(m.get("parameters_bytes")),
+                     byte_size(m.get("gradients_bytes")), byte_size(m.get("optimizer_bytes")),
+                     byte_size(m.get("activations_bytes")), byte_size(m.get("model_state_bytes")),
+                     byte_size(m.get("peak_bytes")), bubble])
+    return rows
+
+
 def time_to_target_cell(result: RowResult, budget: float | None) -> str:
     value = result.time_to_target_s
     if value is None:
