@@ -248,6 +248,13 @@ class ProcessGroupStrategy(Strategy):
     def all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
         import torch.distributed as dist  # here: one-process runs never need it
 
+        if dist.get_backend() == "nccl" and tensor.device.type != "cuda":
+            # NCCL reduces CUDA tensors only, and the loop builds its metric vectors on the CPU in
+            # float64 (exact sums): round-trip through this rank's GPU (NCCL has float64).
+            on_gpu = tensor.to(torch.device("cuda", torch.cuda.current_device()))
+            dist.all_reduce(on_gpu, op=dist.ReduceOp.SUM)
+            tensor.copy_(on_gpu.cpu())
+            return tensor
         dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
         return tensor
 
