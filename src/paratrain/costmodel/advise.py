@@ -127,7 +127,7 @@ def advise(calibration: Calibration, network: Network, workers: int, samples_to_
 
 def _too_big(prediction: Prediction, limit: float) -> str:
     """'needs 3.1 GiB per worker, more than the 2 GiB given (...)'."""
-    parts = prediction.memory.describe() if prediction.memory is not None else size(prediction.memory_bytes)
+    parts = prediction.memory.parts() if prediction.memory is not None else size(prediction.memory_bytes)
     return f"needs {size(prediction.memory_bytes)} per worker, more than the {_given(limit)} given ({parts})"
 
 

@@ -58,16 +58,21 @@ class MemoryEstimate:
                 "buffers_bytes": self.buffers_bytes, "runtime_bytes": self.runtime_bytes,
                 "model_state_bytes": self.model_state_bytes, "total_bytes": self.total_bytes, "note": self.note}
 
-    def describe(self) -> str:
-        """'270.3 MiB per worker: 4.0 MiB parameters + 4.0 MiB gradients + ...'."""
+    def parts(self) -> str:
+        """'4.0 MiB parameters + 4.0 MiB gradients + ... (optimizer state / 4)'."""
         from paratrain.costmodel.step import size
 
         parts = [(self.parameters_bytes, "parameters"), (self.gradients_bytes, "gradients"),
                  (self.optimizer_bytes, "optimizer state"), (self.activations_bytes, "activations"),
                  (self.buffers_bytes, "buffers"), (self.runtime_bytes, "process")]
         text = " + ".join(f"{size(nbytes)} {name}" for nbytes, name in parts if nbytes > 0)
-        text = f"{size(self.total_bytes)} per worker: {text}"
         return f"{text} ({self.note})" if self.note else text
+
+    def describe(self) -> str:
+        """'270.3 MiB per worker: 4.0 MiB parameters + 4.0 MiB gradients + ...'."""
+        from paratrain.costmodel.step import size
+
+        return f"{size(self.total_bytes)} per worker: {self.parts()}"
 
 
 @dataclass(frozen=True)
