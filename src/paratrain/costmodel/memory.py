@@ -6,7 +6,7 @@ times the share a rank holds under a strategy; activations are the bytes the lea
 output for one batch, times the micro-batches alive at once. Two parts a run does not
 count separately are added for the total: ``buffers_bytes`` (a strategy's own copies:
 DDP's gradient buckets, FSDP's gathered layer) and ``runtime_bytes`` (the process itself:
-Python, torch, gloo, about 260 MiB).
+Python, torch, gloo, about 384 MiB).
 
 Per layer, a model is a list of ``LayerShape``: an MLP's linear layers from the
 calibration's widths (what pipeline stages and tensor-parallel splits divide), any other
@@ -22,9 +22,11 @@ if TYPE_CHECKING:
     from paratrain.costmodel.step import StepInputs
 
 FLOAT_BYTES = 4
-WORKER_BYTES = 260 * 2**20
-"""A worker process's own memory (Python, torch, gloo) where the calibration did not measure it
-(launch/resources.py measured 259-262 MiB per ddp worker)."""
+WORKER_BYTES = 384 * 2**20
+"""A worker process's own peak memory (Python, torch, gloo, pandas, the training loop) where the
+calibration did not measure more: the peak resident set of single and ddp workers training an
+MLP 16-8-1 was 383-384 MiB with torch 2.13 on CPU (benchmarks/memory_prediction.py; an older
+torch measured 259-262 MiB, launch/resources.py)."""
 
 
 @dataclass(frozen=True)
