@@ -229,7 +229,8 @@ def _verdict(calibration: Calibration, advice: Advice, names: list[str], samples
             rate = machines.describe().replace(" between machines", "")
             return (f"{text}; data parallelism pays from {count} machines on at {rate} "
                     f"({trial.best.prediction.contender})")
-    return text + "; data parallelism does not pay at this rate up to 1024 machines"
+    within = f" within {_given(advice.memory_per_worker)} per worker" if advice.memory_per_worker else ""
+    return text + f"; data parallelism does not pay at this rate up to 1024 machines{within}"
 
 
 def format_advice(advice: Advice, price_per_hour: float | None = None) -> str:
