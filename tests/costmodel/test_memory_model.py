@@ -228,3 +228,17 @@ def test_cli_bad_memory_per_worker_is_one_line(calibrated, capsys) -> None:
     assert main([*calibrated, "--memory-per-worker", "lots"]) == 1
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and "memory-per-worker='lots'" in lines[0]
+
+
+def test_advise_passes_the_runs_settings_to_the_strategy_that_declares_them() -> None:
+    calibration, _ = _pipeline_calibration()
+    network = Network(LOOPBACK, shared_machine=True)
+
+    def pipeline_activations(settings):
+        advice = advise(calibration, network, 2, 1e5, contenders=["single", "pipeline:2", "fsdp"], options=settings)
+        (row,) = [c for c in advice.ranked if c.prediction.contender == "pipeline:2"]
+        return row.prediction.memory.activations_bytes
+
+    # fsdp does not declare microbatches: the setting reaches pipeline only, and fails nothing else.
+    gpipe = pipeline_activations({"microbatches": 8, "pipeline_schedule": "gpipe"})
+    assert gpipe == pytest.approx(4 * pipeline_activations({"microbatches": 8}))
