@@ -14,6 +14,7 @@ from paratrain.costmodel.convergence import factor
 from paratrain.costmodel.network import Network
 from paratrain.costmodel.predict import predict_step
 from paratrain.costmodel.step import Prediction, ms, size
+from paratrain.errors import ConfigError
 
 
 DEFAULT_MACHINE_RATE = 10e9
@@ -53,27 +54,41 @@ class Advice:
     ranked: list[Choice] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     verdict: str = ""
+    memory_per_worker: float | None = None
+    """Bytes each worker may use; contenders predicted to need more are in ``ruled_out``."""
+    ruled_out: list[Choice] = field(default_factory=list)
+    """Contenders that do not fit in ``memory_per_worker`` (smallest need first), with the reason."""
 
     @property
     def best(self) -> Choice:
+        if not self.ranked:
+            raise ConfigError(self.verdict or "no contender could be predicted")
         return self.ranked[0]
 
     def to_dict(self) -> dict:
         return {"network": self.network.describe(), "workers": self.workers,
                 "samples_to_target": self.samples_to_target, "verdict": self.verdict,
-                "ranked": [choice.to_dict() for choice in self.ranked], "skipped": self.skipped}
+                "ranked": [choice.to_dict() for choice in self.ranked], "skipped": self.skipped,
+                "memory_per_worker": self.memory_per_worker,
+                "ruled_out": [choice.to_dict() for choice in self.ruled_out]}
 
 
 def advise(calibration: Calibration, network: Network, workers: int, samples_to_target: float,
            price_per_hour: float | None = None, contenders: list[str] | None = None,
-           bench_factors: dict | None = None, verdict: bool = True) -> Advice:
+           bench_factors: dict | None = None, verdict: bool = True, memory_per_worker: float | None = None,
+           options: dict | None = None) -> Advice:
     """Rank ``contenders`` (default: the registry's) for ``workers`` on ``network``; ``verdict``
-    also says from how many machines data parallelism pays when it does not here."""
+    also says from how many machines data parallelism pays when it does not here.
+
+    ``memory_per_worker`` (bytes) rules out the contenders predicted to need more per worker;
+    ``options`` are the run's strategy settings (microbatches, pipeline_schedule, ...). A
+    contender without a cost model, or one that cannot run on ``workers``, is listed in
+    ``skipped`` with the reason."""
     from paratrain.strategies import default_contenders, split_contender, strategy_class
 
-    advice = Advice(network, workers, samples_to_target)
+    advice = Advice(network, workers, samples_to_target, memory_per_worker=memory_per_worker)
     names = contenders if contenders is not None else default_contenders()
-    reference = predict_step(calibration, _single(names), 1, network)
+    reference = predict_step(calibration, _single(names), 1, network, options)
     for name in names:
         cls = strategy_class(split_contender(name)[0])
         if cls.diagnostic_only:
@@ -82,7 +97,11 @@ def advise(calibration: Calibration, network: Network, workers: int, samples_to_
             advice.skipped.append(f"{name}: its workers must share one machine's memory, not a link")
             continue
         p = workers if cls.needs_process_group else 1
-        prediction = predict_step(calibration, name, p, network)
+        try:
+            prediction = predict_step(calibration, name, p, network, options)
+        except ConfigError as exc:  # no cost model, or not on this many workers: say so, rank the rest
+            advice.skipped.append(f"{name}: {exc}")
+            continue
         conv, note = factor(name, p, network.name, bench_factors)
         seconds = samples_to_target * conv / prediction.samples_per_s
         instances = 1 if network.shared_machine else p
@@ -91,20 +110,53 @@ def advise(calibration: Calibration, network: Network, workers: int, samples_to_
         reason = prediction.reason
         if conv != 1.0:
             reason += f"; {note}"
-        advice.ranked.append(Choice(prediction, instances, conv, note, seconds, speedup, cost, reason))
+        choice = Choice(prediction, instances, conv, note, seconds, speedup, cost, reason)
+        if memory_per_worker is not None and prediction.memory_bytes > memory_per_worker:
+            advice.ruled_out.append(Choice(**{**choice.__dict__, "reason": _too_big(prediction, memory_per_worker)}))
+        else:
+            advice.ranked.append(choice)
     advice.ranked.sort(key=lambda choice: choice.time_to_target_s)
+    advice.ruled_out.sort(key=lambda choice: choice.prediction.memory_bytes)
     _compare_traffic(advice)
-    if verdict:
-        advice.verdict = _verdict(calibration, advice, names, samples_to_target, bench_factors)
+    if not advice.ranked:
+        advice.verdict = _nothing_fits(advice)
+    elif verdict:
+        advice.verdict = _verdict(calibration, advice, names, samples_to_target, bench_factors, options)
     return advice
+
+
+def _too_big(prediction: Prediction, limit: float) -> str:
+    """'needs 3.1 GiB per worker, more than the 2 GiB given (...)'."""
+    parts = prediction.memory.parts() if prediction.memory is not None else size(prediction.memory_bytes)
+    return f"needs {size(prediction.memory_bytes)} per worker, more than the {_given(limit)} given ({parts})"
+
+
+def _given(nbytes: float) -> str:
+    """A size as the user likely wrote it: '2 GiB', not '2.0 GiB'."""
+    return size(nbytes).replace(".0 ", " ")
+
+
+def _nothing_fits(advice: Advice) -> str:
+    if advice.ruled_out:
+        least = advice.ruled_out[0].prediction
+        return (f"no contender fits in {_given(advice.memory_per_worker or 0)} per worker; the smallest, "
+                f"{_label(least)}, needs {size(least.memory_bytes)}")
+    return "no contender could be predicted: " + "; ".join(advice.skipped)
 
 
 def advise_for_config(config, frame, workers: int, network: Network | None = None,
                       calibration_path: str | None = None, price_per_hour: float | None = None,
-                      bench_factors: dict | None = None) -> tuple[Advice, Calibration]:
+                      bench_factors: dict | None = None,
+                      memory_per_worker: float | None = None) -> tuple[Advice, Calibration]:
     """Advice for a fit config's model and data: from the calibration file at ``calibration_path``
     (checked against the model), or (None) a quick in-process probe; ``network`` None means the
-    workers share this machine. Samples to target are the config's epochs over its training rows."""
+    workers share this machine. Samples to target are the config's epochs over its training rows;
+    the strategies' settings are the config's (``parallel.options``).
+
+    Example:
+        >>> advice, _ = advise_for_config(config, frame, 4, memory_per_worker=2 * 2**30)  # doctest: +SKIP
+        >>> [choice.prediction.contender for choice in advice.ruled_out]  # doctest: +SKIP
+    """
     from paratrain.costmodel.calibrate import workload_from_config
     from paratrain.costmodel.calibration import load_calibration
     from paratrain.costmodel.probe import probe_calibration
@@ -119,7 +171,9 @@ def advise_for_config(config, frame, workers: int, network: Network | None = Non
     if network is None:
         network = Network(LOOPBACK, None, None, shared_machine=True)
     samples = config.train.epochs * len(frame) * (1 - config.data.val_fraction)
-    return advise(calibration, network, workers, samples, price_per_hour, bench_factors=bench_factors), calibration
+    advice = advise(calibration, network, workers, samples, price_per_hour, bench_factors=bench_factors,
+                    memory_per_worker=memory_per_worker, options=config.parallel.options)
+    return advice, calibration
 
 
 def _single(names: list[str]) -> str:
@@ -153,7 +207,7 @@ def _compare_traffic(advice: Advice) -> None:
 
 
 def _verdict(calibration: Calibration, advice: Advice, names: list[str], samples: float,
-             bench: dict | None) -> str:
+             bench: dict | None, options: dict | None = None) -> str:
     best = advice.best
     if best.prediction.workers > 1:
         return (f"{best.prediction.contender} on {best.prediction.workers} workers is predicted fastest: "
@@ -169,30 +223,39 @@ def _verdict(calibration: Calibration, advice: Advice, names: list[str], samples
         machines = Network(advice.network.name, advice.network.bytes_per_s, advice.network.latency_s, False,
                            advice.network.cores_per_worker)
     for count in (2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 256, 512, 1024):
-        trial = advise(calibration, machines, count, samples, None, names, bench, verdict=False)
-        if trial.best.prediction.workers > 1:
+        trial = advise(calibration, machines, count, samples, None, names, bench, verdict=False,
+                       memory_per_worker=advice.memory_per_worker, options=options)
+        if trial.ranked and trial.best.prediction.workers > 1:
             rate = machines.describe().replace(" between machines", "")
             return (f"{text}; data parallelism pays from {count} machines on at {rate} "
                     f"({trial.best.prediction.contender})")
-    return text + "; data parallelism does not pay at this rate up to 1024 machines"
+    within = f" within {_given(advice.memory_per_worker)} per worker" if advice.memory_per_worker else ""
+    return text + f"; data parallelism does not pay at this rate up to 1024 machines{within}"
 
 
 def format_advice(advice: Advice, price_per_hour: float | None = None) -> str:
     """The ranked table and the verdict, for the terminal."""
     lines = [f"{advice.workers} workers, {advice.network.describe()}; ranked by predicted time to target "
              f"({advice.samples_to_target:,.0f} samples for dense training)", ""]
-    header = f"{'#':>2}  {'contender':18s} {'step':>9s} {'samples/s':>11s} {'speedup':>8s} {'mem/rank':>9s} {'to target':>10s}"
+    header = f"{'#':>2}  {'contender':18s} {'step':>9s} {'samples/s':>11s} {'speedup':>8s} {'mem/worker':>10s} {'to target':>10s}"
     if price_per_hour is not None:
         header += f" {'cost':>9s}"
     lines.append(header)
     for index, choice in enumerate(advice.ranked, 1):
         p = choice.prediction
         row = (f"{index:>2}  {_label(p):18s} {ms(p.step_s):>9s} {p.samples_per_s:>11,.0f} {choice.speedup:>7.2f}x "
-               f"{size(p.memory_bytes):>9s} {_duration(choice.time_to_target_s):>10s}")
+               f"{size(p.memory_bytes):>10s} {_duration(choice.time_to_target_s):>10s}")
         if choice.cost is not None:
             row += f" {'$' + format(choice.cost, ',.2f'):>9s}"
         lines.append(row)
         lines.append(f"      {choice.reason}")
+        if p.memory is not None:
+            lines.append(f"      memory: {p.memory.describe()}")
+    if advice.ruled_out:
+        lines += ["", f"ruled out: predicted to need more than the {_given(advice.memory_per_worker or 0)} "
+                      "per worker given"]
+        for choice in advice.ruled_out:
+            lines.append(f"    {_label(choice.prediction):18s} {choice.reason}")
     for note in advice.skipped:
         lines.append(f"    skipped {note}")
     lines += ["", advice.verdict]

@@ -25,7 +25,7 @@ def add_parsers(commands) -> None:
 
     advise = commands.add_parser(
         "advise", help="rank the strategies by predicted time to target for N workers (runs nothing heavy)",
-        description="Predict step time, samples/s, memory per rank, time and cost to the target for every "
+        description="Predict step time, samples/s, memory per worker, time and cost to the target for every "
         "strategy from a calibration (or a quick probe of this process), and rank them.",
         epilog="example: paratrain advise --config run.yaml --workers 64 --bandwidth 10gbit --price-per-hour 3.06")
     _model_arguments(advise)
@@ -37,6 +37,9 @@ def add_parsers(commands) -> None:
     advise.add_argument("--price-per-hour", help="price of one machine per hour, for the cost column")
     advise.add_argument("--calibration", metavar="JSON", help="a `paratrain calibrate` file for this model")
     advise.add_argument("--bench", metavar="JSON", help="a bench.json: measured convergence factors")
+    advise.add_argument("--memory-per-worker", metavar="SIZE",
+                        help="memory each worker may use, e.g. 2GiB or 500MB: strategies predicted to need more "
+                        "are ruled out (K/M/G/T and KiB/MiB/GiB/TiB are powers of 1024, KB/MB/GB/TB of 1000)")
     advise.add_argument("--json", action="store_true", help="print JSON instead of the table")
     advise.set_defaults(handler=cmd_advise)
 
@@ -124,6 +127,7 @@ def cmd_advise(args: argparse.Namespace) -> int:
     from paratrain.costmodel.advise import advise_for_config, format_advice
     from paratrain.costmodel.calibration import load_calibration
     from paratrain.costmodel.convergence import bench_factors
+    from paratrain.costmodel.memory import parse_size
     from paratrain.costmodel.network import Network, parse_bandwidth, parse_latency
     from paratrain.data.prepare import load_frame
     from paratrain.launch.links import LOOPBACK
@@ -135,6 +139,7 @@ def cmd_advise(args: argparse.Namespace) -> int:
     latency = parse_latency(args.latency) if args.latency is not None else None
     cores = _positive_int("cores-per-worker", args.cores_per_worker) if args.cores_per_worker is not None else None
     price = _positive_float("price-per-hour", args.price_per_hour) if args.price_per_hour is not None else None
+    memory = parse_size(args.memory_per_worker) if args.memory_per_worker is not None else None
     if args.calibration:
         load_calibration(args.calibration)  # a missing or foreign file fails before the data is read
     factors = bench_factors(args.bench) if args.bench else None
@@ -145,7 +150,8 @@ def cmd_advise(args: argparse.Namespace) -> int:
     else:
         network = Network(args.bandwidth.strip().lower(), bits / 8, latency, shared_machine=False,
                           cores_per_worker=cores)
-    advice, calibration = advise_for_config(config, frame, workers, network, args.calibration, price, factors)
+    advice, calibration = advise_for_config(config, frame, workers, network, args.calibration, price, factors,
+                                            memory_per_worker=memory)
     if args.json:
         print(dumps_strict({**advice.to_dict(), "calibration": calibration.source,
                             "measured": calibration.measured}, indent=2))

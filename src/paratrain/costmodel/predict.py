@@ -2,28 +2,31 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import asdict, replace
+from typing import Any, Mapping
 
 from paratrain.costmodel.calibration import Calibration
 from paratrain.costmodel.compute import compute_profile
 from paratrain.costmodel.network import Network, as_network
 from paratrain.costmodel.step import Prediction, StepInputs, ms
-from paratrain.costmodel.strategies import model_for
+from paratrain.costmodel.strategies import model_for, modelled
 from paratrain.errors import ConfigError
 from paratrain.launch.links import LOOPBACK
 
 __all__ = ["Prediction", "predict_step"]
 
 
-def predict_step(calibration: Calibration, contender: str, workers: int, link) -> Prediction:
+def predict_step(calibration: Calibration, contender: str, workers: int, link,
+                 options: Mapping[str, Any] | None = None) -> Prediction:
     """Predict one step of ``contender`` ('ddp+topk:0.01', 'localsgd:8', 'single') on ``workers``
     workers over ``link``: a launch.links.Link or its name (workers on this machine), a
     costmodel.network.Network, or a rate in bits per second (one worker per machine).
+    ``options`` are the run's strategy settings (ParallelConfig.options: microbatches, ...);
+    those the contender's strategy declares are used, with its defaults for the rest.
+    ``Prediction.memory`` is the memory per worker in parts (costmodel/memory.py).
 
     Example:
-        >>> from dataclasses import replace
-
-from paratrain.costmodel.calibration import Calibration, ComputeProfile, Fingerprint
+        >>> from paratrain.costmodel.calibration import Calibration, ComputeProfile, Fingerprint
         >>> calibration = Calibration(Fingerprint((10, 1024, 1024, 1), 1_061_889, 256), cores=2,
         ...     compute={1: ComputeProfile(1, 2, 0.02, 0.018, 0.002, 5e-5)})
         >>> round(predict_step(calibration, "ddp", 8, 10e9).comm_bytes / 2**20, 1)
@@ -41,13 +44,14 @@ from paratrain.costmodel.calibration import Calibration, ComputeProfile, Fingerp
         raise ConfigError(f"{contender!r} runs on one machine only; it cannot use workers on {network.describe()}")
     module = model_for(name)
     if module is None:
-        raise ConfigError(f"{contender!r} has no cost model; modelled: single, ddp, localsgd, sparse, async, hogwild")
+        raise ConfigError(f"{contender!r} has no cost model; modelled: {', '.join(modelled())}")
     if not cls.needs_process_group:
         workers = 1
     if 1 not in calibration.compute:
         raise ConfigError("the calibration has no one-process compute measurement; run `paratrain calibrate` again")
     profile, note = compute_profile(calibration, network, workers)
-    inputs = StepInputs(calibration, network, workers, profile, note, compress or argument, contender)
+    inputs = StepInputs(calibration, network, workers, profile, note, compress or argument, contender,
+                        strategy_settings(cls, options))
     prediction = module.predict(inputs)
     measured = profile.strategy_step_s.get(contender)
     if measured is None or not network.shared_machine:
@@ -56,6 +60,13 @@ from paratrain.costmodel.calibration import Calibration, ComputeProfile, Fingerp
     # there (RPC, cache lines, Python in hooks) is added on every link of this machine.
     loopback = module.predict(replace(inputs, network=Network(LOOPBACK))).step_s
     return with_residual(prediction, measured - loopback)
+
+
+def strategy_settings(cls, options: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The strategy's ``Options`` filled from ``options`` (its own names only), as a dict."""
+    own = {key: value for key, value in (options or {}).items()
+           if key in cls.Options.field_names() and value is not None}
+    return asdict(cls.Options.build(cls.name, own))
 
 
 def with_residual(prediction: Prediction, residual_s: float) -> Prediction:

@@ -202,17 +202,28 @@ def rss_bytes() -> float:
     return 0.0
 
 
+def activation_bytes_per_row(workload: Workload, model: torch.nn.Module) -> float:
+    """Bytes the model's leaf layers output per row in a training forward pass: what a run
+    reports as activations (train/memory.py's ActivationMeter), measured on a few rows."""
+    from paratrain.train.memory import ActivationMeter
+
+    rows = 4  # BatchNorm needs more than one row in training mode
+    x, _ = workload.batch(rows)
+    meter = ActivationMeter(model)
+    model.train()
+    with torch.enable_grad():
+        model(x)
+    return meter.close() / rows
+
+
 def memory_estimate(workload: Workload) -> dict[str, float]:
     """Bytes per rank of what training holds besides the data: parameters, gradients, optimizer
-    state (Adam: two moments; SGD: momentum), activations kept for backward (estimate)."""
+    state (Adam: two moments; SGD: momentum), activations of one batch (the leaf layers' outputs,
+    as a run counts them)."""
     model = build_model(workload.spec)
     numel = sum(p.numel() for p in model.parameters() if p.requires_grad)
     itemsize = 4
     state = 2 if workload.optim.optimizer in ("adam", "adamw") else (1 if workload.optim.momentum else 0)
-    config = workload.spec.config
-    widths = sum(config.hidden) if config.model == "mlp" else len(workload.spec.feature_names)
-    # Kept for backward per hidden unit and row: the linear output and the activation (~2 floats),
-    # and their gradients while backward runs: ~4 floats.
-    activations = 4 * widths * workload.batch_size * itemsize
+    activations = activation_bytes_per_row(workload, model) * workload.batch_size
     return {"parameters": float(numel * itemsize), "gradients": float(numel * itemsize),
             "optimizer_state": float(state * numel * itemsize), "activations": float(activations)}

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any, Mapping
 
 from paratrain.costmodel.calibration import Calibration, ComputeProfile
+from paratrain.costmodel.memory import FLOAT_BYTES, WORKER_BYTES, MemoryEstimate, full_model, replicated
 from paratrain.costmodel.network import Network, comm_time
 from paratrain.launch.links import LOOPBACK
 
-FLOAT_BYTES = 4
-WORKER_BYTES = 260 * 2**20
-"""A worker process's own memory (Python, torch, gloo) where the calibration did not measure it
-(launch/resources.py measured 259-262 MiB per ddp worker)."""
+__all__ = ["FLOAT_BYTES", "WORKER_BYTES", "MemoryEstimate", "Prediction", "StepInputs", "bound", "ms", "size"]
 
 
 @dataclass(frozen=True)
@@ -37,9 +36,13 @@ class Prediction:
     """What bounds the step, in one line."""
     extra_s: float = 0.0
     """Everything else: compression arithmetic, the DDP wrapper's own cost."""
+    memory: MemoryEstimate | None = None
+    """``memory_bytes`` in parts: parameters, gradients, optimizer state, activations, buffers, process."""
 
     def to_dict(self) -> dict:
-        return dict(self.__dict__)
+        out = dict(self.__dict__)
+        out["memory"] = self.memory.to_dict() if self.memory is not None else None
+        return out
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,8 @@ class StepInputs:
     option: str | None
     """The strategy's argument ('8' for localsgd:8) or the compression ('topk:0.01')."""
     contender: str
+    options: Mapping[str, Any] = field(default_factory=dict)
+    """The strategy's own settings (its ``Options`` with the run's values: microbatches, ...)."""
 
     @property
     def batch(self) -> int:
@@ -79,18 +84,26 @@ class StepInputs:
         return seconds + (inflation - 1.0) * min(loopback, seconds)
 
     def base_memory(self) -> float:
-        """A worker: its process, parameters, gradients, optimizer state, activations."""
-        memory = self.calibration.memory
-        model = sum(memory.get(key, 0.0) for key in ("parameters", "gradients", "optimizer_state", "activations"))
-        return max(memory.get("process_rss", 0.0), WORKER_BYTES + model)
+        """A worker with a full copy of the model: its process, parameters, gradients, optimizer
+        state, activations (costmodel/memory.py)."""
+        return full_model(self).total_bytes
 
-    def prediction(self, compute_s: float, comm_s: float, extra_s: float, comm_bytes: float, memory: float,
-                   reason: str, samples_per_step: float | None = None) -> Prediction:
+    def setting(self, name: str, default: Any) -> Any:
+        """The strategy's setting ``name`` (``default`` where the strategy does not declare it)."""
+        value = self.options.get(name)
+        return default if value is None else value
+
+    def prediction(self, compute_s: float, comm_s: float, extra_s: float, comm_bytes: float,
+                   memory: MemoryEstimate, reason: str, samples_per_step: float | None = None) -> Prediction:
         step = compute_s + comm_s + extra_s
         samples = self.batch * self.workers if samples_per_step is None else samples_per_step
         return Prediction(self.contender, self.workers, self.network.name, step,
-                          samples / step if step > 0 else math.inf, memory, comm_bytes, compute_s, comm_s, reason,
-                          extra_s)
+                          samples / step if step > 0 else math.inf, memory.total_bytes, comm_bytes, compute_s,
+                          comm_s, reason, extra_s, memory)
+
+    def replicated(self, buffers: float = 0.0, note: str = "") -> MemoryEstimate:
+        """A full copy of the model per worker plus ``buffers`` (costmodel/memory.py)."""
+        return replicated(self, buffers, note)
 
 
 def ms(seconds: float) -> str:

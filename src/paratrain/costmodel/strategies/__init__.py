@@ -9,7 +9,14 @@ from __future__ import annotations
 from types import ModuleType
 
 MODULES = {"single": "single", "ddp": "ddp", "localsgd": "localsgd", "sparse": "sparse", "async": "async_ps",
-           "hogwild": "hogwild"}
+           "hogwild": "hogwild", "fsdp": "fsdp", "zero1": "zero1", "pipeline": "pipeline", "tensor": "tensor"}
+"""Registry name -> module. A strategy in the registry without an entry here has no cost model:
+advise lists it as skipped (it never fails for it)."""
+
+
+def modelled() -> list[str]:
+    """The strategy names with a cost model."""
+    return list(MODULES)
 
 
 def model_for(strategy: str) -> ModuleType | None:

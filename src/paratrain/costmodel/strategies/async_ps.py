@@ -23,7 +23,7 @@ def predict(inputs: StepInputs) -> Prediction:
     step = max(trainer, fan_in)
     comm = step - compute - server_step
     server_bytes = FLOAT_BYTES * inputs.parameters * 3  # parameters and the optimizer's two moments
-    memory = inputs.base_memory() + server_bytes
+    memory = inputs.replicated(server_bytes, "rank 0 also holds the server's parameters and Adam moments")
     who = "the server's fan-in" if fan_in > trainer else "each trainer's round trip"
     reason = (f"{who} sets the pace: {size(2 * n)} per push and reply is {ms(round_trip)}, "
               f"server {ms(fan_in)} per round of {p} pushes, against {ms(compute)} of compute")

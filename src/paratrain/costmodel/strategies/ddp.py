@@ -72,7 +72,7 @@ def _dense(inputs: StepInputs, compute: float, overhead: float, scale: float, la
     times = [inputs.comm("all_reduce", piece) for piece in pieces]
     window = profile.forward_backward_s * BACKWARD_SHARE * (1 - pieces[-1] / sent) if sent else 0.0
     exposed = times[-1] + max(0.0, sum(times[:-1]) - window)
-    memory = inputs.base_memory() + sent  # DDP's bucket copies of the gradients
+    memory = inputs.replicated(sent, "DDP's buckets: a copy of the gradients")
     reason = bound(compute, exposed, sent, inputs)
     if len(pieces) > 1:
         reason += f"; {len(pieces) - 1} of {len(pieces)} buckets overlap the backward pass"
@@ -95,7 +95,7 @@ def _powersgd(inputs: StepInputs, compute: float, overhead: float, rank: int) ->
     arithmetic = inputs.profile.powersgd_compute_s or 0.0
     sent = FLOAT_BYTES * (p_numel + q_numel + dense_numel)
     ratio = inputs.dense_bytes / sent if sent else math.inf
-    memory = inputs.base_memory() + inputs.dense_bytes * 2  # one bucket + the error-feedback copy
+    memory = inputs.replicated(inputs.dense_bytes * 2, "one bucket and the error-feedback copy")
     latency = sum(inputs.comm("all_reduce", 1.0) for n in (dense_numel, p_numel, q_numel) if n)
     shape = "latency-bound" if latency > comm / 2 else "bandwidth-bound"
     reason = (f"{bound(compute, comm, sent, inputs)}; sends {ratio:.0f}x less than dense in 3 sequential "
@@ -113,7 +113,8 @@ def _topk(inputs: StepInputs, compute: float, overhead: float, ratio: float) -> 
     arithmetic = ((profile.topk_encode_s or 0.0) + (profile.topk_decode_fixed_s or 0.0)
                   + inputs.workers * (profile.topk_decode_per_rank_s or 0.0))
     received = payload * (inputs.workers - 1)
-    memory = inputs.base_memory() + 3 * inputs.dense_bytes + payload * inputs.workers
+    memory = inputs.replicated(3 * inputs.dense_bytes + payload * inputs.workers,
+                               "bucket, residual and decoded copies; every rank's pairs")
     reason = (f"{bound(compute, comm, payload, inputs)}; all-gather brings {size(received)} per step to each "
               f"rank ({inputs.workers - 1} peers); selection and decode {ms(arithmetic)}")
     return inputs.prediction(compute, comm, overhead + arithmetic, payload, memory, reason)

@@ -13,4 +13,5 @@ def predict(inputs: StepInputs) -> Prediction:
     comm = average / period
     sent = inputs.dense_bytes / period
     reason = f"{bound(compute, comm, sent, inputs)}; one average of every parameter each {period} steps"
-    return inputs.prediction(compute, comm, 0.0, sent, inputs.base_memory() + inputs.dense_bytes, reason)
+    memory = inputs.replicated(inputs.dense_bytes, "the averaged copy")
+    return inputs.prediction(compute, comm, 0.0, sent, memory, reason)

@@ -8,4 +8,4 @@ from paratrain.costmodel.step import Prediction, StepInputs, ms
 def predict(inputs: StepInputs) -> Prediction:
     compute = inputs.profile.step_s
     reason = f"one process, {inputs.profile.threads} threads: {ms(compute)} per step of {inputs.batch} rows"
-    return inputs.prediction(compute, 0.0, 0.0, 0.0, inputs.base_memory(), reason, samples_per_step=inputs.batch)
+    return inputs.prediction(compute, 0.0, 0.0, 0.0, inputs.replicated(), reason, samples_per_step=inputs.batch)

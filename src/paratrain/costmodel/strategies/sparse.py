@@ -19,7 +19,8 @@ def predict(inputs: StepInputs) -> Prediction:
     exposed = max(0.0, gather - compute)
     # Selection as top-k's; merging p workers' pairs twice (into the shared copy and the model).
     arithmetic = (profile.topk_encode_s or 0.0) + 2 * inputs.workers * (profile.topk_decode_per_rank_s or 0.0)
-    memory = inputs.base_memory() + 3 * FLOAT_BYTES * inputs.parameters + payload * inputs.workers
+    memory = inputs.replicated(3 * FLOAT_BYTES * inputs.parameters + payload * inputs.workers,
+                               "shared copy, update and residual; every rank's pairs")
     reason = (f"{bound(compute, gather, payload, inputs)}, overlapped with the next step ({ms(exposed)} exposed); "
               f"selection and merge {ms(arithmetic)}")
     return inputs.prediction(compute, exposed, arithmetic, payload, memory, reason)
