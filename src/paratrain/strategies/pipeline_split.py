@@ -9,6 +9,7 @@ need no renaming.
 
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import dataclass
 from typing import Sequence
@@ -83,25 +84,21 @@ def parameter_costs(model: nn.Module, blocks: Sequence[Block]) -> list[float]:
 def measured_costs(model: nn.Module, blocks: Sequence[Block], rows: int = 256, repeats: int = 5) -> list[float]:
     """Each block's forward+backward time on a random batch of ``rows`` rows (median of ``repeats``).
 
-    Measured on a copy of nothing: the blocks' gradients are cleared afterwards, and the random
-    numbers come from a private generator, so training's own random stream is untouched."""
+    Timed on copies of the blocks (batch norm's running statistics and the gradients of the
+    model stay untouched) with the random stream forked (dropout), so training is unchanged."""
     layers = model.layers
     generator = torch.Generator().manual_seed(0)
     costs = []
-    was_training = model.training
-    model.train()
-    for block in blocks:
-        part = nn.Sequential(*(layers.get_submodule(key) for key in block.keys))
-        x = torch.randn(rows, block.in_features, generator=generator)
-        times = []
-        for _ in range(repeats + 1):  # the first run warms up kernels and is dropped
-            begun = time.perf_counter()
-            part(x).square().mean().backward()
-            times.append(time.perf_counter() - begun)
-        costs.append(sorted(times[1:])[len(times[1:]) // 2])
-        for p in part.parameters():
-            p.grad = None
-    model.train(was_training)
+    with torch.random.fork_rng(devices=[]):
+        for block in blocks:
+            part = copy.deepcopy(nn.Sequential(*(layers.get_submodule(key) for key in block.keys))).train()
+            x = torch.randn(rows, block.in_features, generator=generator)
+            times = []
+            for _ in range(repeats + 1):  # the first run warms up kernels and is dropped
+                begun = time.perf_counter()
+                part(x).square().mean().backward()
+                times.append(time.perf_counter() - begun)
+            costs.append(sorted(times[1:])[len(times[1:]) // 2])
     return costs
 
 
