@@ -134,7 +134,8 @@ def balanced_split(costs: Sequence[float], stages: int) -> list[int]:
     return starts[::-1]
 
 
-def stage_module(model: nn.Module, blocks: Sequence[Block], starts: Sequence[int], stage: int) -> tuple[StageModule, int, int]:
+def stage_module(model: nn.Module, blocks: Sequence[Block], starts: Sequence[int],
+                 stage: int) -> tuple[StageModule, int, int]:
     """Stage ``stage``'s module with its input and output widths."""
     end = starts[stage + 1] if stage + 1 < len(starts) else len(blocks)
     mine = blocks[starts[stage]:end]
