@@ -147,6 +147,11 @@ class PipelineStrategy(ProcessGroupStrategy):
         counts = split.parameter_costs(model, blocks)
         self.stage_parameters = [int(sum(counts[s:e])) for s, e in zip(starts, ends)]
         module, self._in_width, self._out_width = split.stage_module(model, blocks, starts, self._stage)
+        # Drop the other stages' layers from the whole model built on every rank, so that their
+        # tensors are freed: this rank's memory is its stage's, not the model's.
+        mine = set(self.stage_layers[self._stage])
+        for key in [k for k in model.layers._modules if k not in mine]:
+            delattr(model.layers, key)
         self._groups(dims)
         self._module = module.to(ctx.device)
         return self._module
