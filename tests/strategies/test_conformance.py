@@ -25,7 +25,7 @@ from paratrain.train.fit import fit
 
 TOLERANCE = 1.5
 MIN_R2 = 0.8
-EXAMPLE_ARGUMENTS = {"localsgd": "localsgd:4", "sparse": "sparse:0.05"}
+EXAMPLE_ARGUMENTS = {"localsgd": "localsgd:4", "sparse": "sparse:0.05", "pipeline": "pipeline:2"}
 
 
 def _config(data, out, strategy, workers):

@@ -17,13 +17,14 @@ def _registry() -> dict[str, type[Strategy]]:
     from paratrain.strategies.ddp import DistributedDataParallelStrategy
     from paratrain.strategies.hogwild import HogwildStrategy
     from paratrain.strategies.localsgd import LocalSGD
+    from paratrain.strategies.pipeline import PipelineStrategy
     from paratrain.strategies.single import SingleProcess
     from paratrain.strategies.sparse import SparseAveraging
     from paratrain.strategies.stale import StaleGradients
 
     return {cls.name: cls for cls in (SingleProcess, DistributedDataParallelStrategy,
                                          AsyncParameterServerStrategy, HogwildStrategy, LocalSGD,
-                                         SparseAveraging, StaleGradients)}
+                                         SparseAveraging, StaleGradients, PipelineStrategy)}
 
 
 def known_strategies() -> list[str]:

@@ -216,6 +216,11 @@ class Strategy:
         that changed the model, so that the loop validates the saved model once more."""
         return False
 
+    def epoch_report(self) -> dict[str, Any]:
+        """Extra fields for the epoch's metrics record (a pipeline's bubble); every rank calls it
+        after each epoch's training, so it may gather across ranks. Rank 0's answer is recorded."""
+        return {}
+
     def communication_stats(self) -> "CommStats | None":
         """Bytes sent since the last call, or None for a strategy that does not communicate."""
         return None

@@ -36,6 +36,15 @@ SHARDED_KEY = "sharded"
 """checkpoint.pt's entry naming the DCP folder of a sharded checkpoint."""
 
 
+def _state_options() -> Any:
+    """Optimizer state keyed by parameter name ("param_groups.layers.0.weight.lr"), not by group index:
+    ranks holding different parameters (pipeline stages) would otherwise all write
+    "param_groups.0.params" and DCP would keep one rank's list for all."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions
+
+    return StateDictOptions(flatten_optimizer_state_dict=True)
+
+
 def sharded_folder(epoch: int) -> str:
     """The DCP folder of the checkpoint after ``epoch`` epochs."""
     return f"checkpoint-e{epoch:05d}.dcp"
@@ -76,7 +85,7 @@ def _save_sharded(run_dir: Path, worker: WorkerContext, strategy: Strategy, mode
     if worker.is_main and temp.exists():
         shutil.rmtree(temp)  # left by a crash while writing: never mixed with new shards
     strategy.barrier()
-    model_state, optimizer_state = get_state_dict(model, optimizer)
+    model_state, optimizer_state = get_state_dict(model, optimizer, options=_state_options())
     dcp.save({"model": model_state, "optimizer": optimizer_state}, checkpoint_id=str(temp))
     strategy.barrier()  # every shard is on disk before the folder becomes the checkpoint
     if worker.is_main:
@@ -145,10 +154,11 @@ def _load_sharded(folder: Path, model: torch.nn.Module, optimizer: torch.optim.O
         raise ConfigError(f"the checkpoint names its shards '{folder}', which does not exist; the run "
                           "directory is incomplete")
     # Ask for this rank's own keys and shapes, let DCP fill them from whatever layout wrote them.
-    model_state, optimizer_state = get_state_dict(model, optimizer)
+    model_state, optimizer_state = get_state_dict(model, optimizer, options=_state_options())
     wanted = {"model": model_state, "optimizer": optimizer_state}
     dcp.load(wanted, checkpoint_id=str(folder))
-    set_state_dict(model, optimizer, model_state_dict=wanted["model"], optim_state_dict=wanted["optimizer"])
+    set_state_dict(model, optimizer, model_state_dict=wanted["model"], optim_state_dict=wanted["optimizer"],
+                   options=_state_options())
 
 
 def _own_rank_checkpoint(run_dir: Path, worker: WorkerContext, epoch: int) -> dict[str, Any] | None:

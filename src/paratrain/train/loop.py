@@ -317,6 +317,7 @@ def _run_epoch(ctx: StepContext, data: PreparedData, config: FitConfig, state: L
         # No bytes sent this epoch (local steps only): the ratio is undefined, not infinite
         # (JSON has no infinity).
         record["compression_ratio"] = comm.compression_ratio if comm.bytes_per_step > 0 else None
+    record.update(strategy.epoch_report())  # every rank calls it (it may gather)
     record["samples_per_s"] = global_rows / train_seconds if train_seconds > 0 else None
     record["seconds"] = seconds
     record["train_seconds"] = train_seconds
@@ -427,7 +428,7 @@ def _summary(config: FitConfig, worker: WorkerContext, state: LoopState, records
         "stopped_early": stopped_early,
     }
     for key in ("train_loss", "val_loss", "val_r2", "val_r2_note", "val_rmse", "val_accuracy", "comm_bytes_per_step",
-                "compression_ratio", "peak_memory_bytes", "memory"):
+                "compression_ratio", "peak_memory_bytes", "memory", "pipeline"):
         if key in last:
             summary[key] = last[key]
     summary["best_val_loss"] = state.best_val_loss
