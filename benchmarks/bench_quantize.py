@@ -207,8 +207,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    # Before torch loads OpenMP: idle threads sleep instead of spinning, or on a shared 2-core
-    # machine the 2-thread rows measure the neighbours' load more than the kernels.
+    # Before torch loads OpenMP: idle threads sleep instead of spinning (ONNX Runtime's too, see
+    # infer.onnx_export.session), or on a shared 2-core machine the 2-thread rows measure the
+    # neighbours' load, and each variant's spinning pool slows the next one, more than the kernels.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     import torch
 
@@ -223,11 +224,17 @@ def main(argv: list[str] | None = None) -> int:
         for case in cases:
             train(case, args.rows, args.epochs, workdir, args.seed)
         rows = []
+        load_before = os.getloadavg()[0]
         for case in cases:
             for threads in [int(t) for t in args.threads.split(",")]:
                 rows.extend(measure(case, threads, args.reps, args.torchao_compile))
                 print(f"measured {case.name} at {threads} thread(s)", file=sys.stderr)
-    print(f"CPU: {torch.backends.cpu.get_cpu_capability()}, VNNI: {has_vnni()}; torch {torch.__version__}")
+    import onnxruntime
+
+    print(f"CPU: {torch.backends.cpu.get_cpu_capability()}, VNNI: {has_vnni()}, {os.cpu_count()} cores; torch "
+          f"{torch.__version__}, onnxruntime {onnxruntime.__version__}; OMP_WAIT_POLICY="
+          f"{os.environ['OMP_WAIT_POLICY']}; 1-minute load average {load_before:.1f} before the timings, "
+          f"{os.getloadavg()[0]:.1f} after")
     print(markdown(rows))
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))

@@ -95,3 +95,18 @@ def test_export_errors(regression_run, tmp_path, capsys):
 def test_missing_package_names_the_extra():
     with pytest.raises(ConfigError, match=r"pip install 'paratrain\[quant\]'"):
         require("paratrain_no_such_package", "ONNX export")
+
+
+def test_formula_export_equals_predict(formula_run, tmp_path):
+    run, data = formula_run
+    target = tmp_path / "formula.onnx"
+    assert main(["export", "--run", str(run), "--out", str(target)]) == 0
+    frame = pd.read_csv(data)
+    doc = json.loads(target.with_name("formula.onnx.json").read_text())
+    session = ort.InferenceSession(str(target), providers=["CPUExecutionProvider"])
+    outputs = session.run(None, {doc["input"]["name"]: encode_from_document(doc, frame)})[0]
+    out = doc["output"]
+    predictions = outputs[:, 0].astype(np.float64) * out["std"] + out["mean"]
+    # Formula models work in raw units (std 1): the same 1e-4 applies, relative to the values' size.
+    expected = TrainedModel.load(run).predict(frame)
+    np.testing.assert_allclose(predictions, expected, rtol=1e-5, atol=ONNX_TOLERANCE)
