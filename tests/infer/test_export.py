@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import numpy as np
 import pandas as pd
@@ -92,9 +93,13 @@ def test_export_errors(regression_run, tmp_path, capsys):
     assert "holds no trained model" in capsys.readouterr().err
 
 
-def test_missing_package_names_the_extra():
+def test_missing_package_names_the_extra(regression_run, tmp_path, monkeypatch, capsys):
     with pytest.raises(ConfigError, match=r"pip install 'paratrain\[quant\]'"):
         require("paratrain_no_such_package", "ONNX export")
+    monkeypatch.setitem(sys.modules, "onnxscript", None)  # as if not installed: importing it fails
+    assert main(["export", "--run", str(regression_run[0]), "--out", str(tmp_path / "m.onnx")]) == 1
+    err = capsys.readouterr().err
+    assert "needs the package 'onnxscript'" in err and "paratrain[quant]" in err and "Traceback" not in err
 
 
 def test_formula_export_equals_predict(formula_run, tmp_path):
