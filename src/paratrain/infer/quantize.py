@@ -1,17 +1,18 @@
 """Int8 quantization of a trained MLP, written into its run directory.
 
 Backend: ONNX Runtime's quantizer (``quantize_dynamic`` / ``quantize_static``), chosen by
-measurement (benchmarks/bench_quantize.py, two runs; README "Fast int8 inference and ONNX
-export"). AMD EPYC with AVX-512 VNNI, 2 shared vCPUs; torch 2.13.0, onnxruntime 1.31.1,
-torchao 0.18.0; MLP 24 inputs -> 512x3 -> 1 trained on 32k rows; 1 thread; torch float32
-does 76-78k rows/s at batch 4096 and 91 us at batch 1:
+measurement (benchmarks/bench_quantize.py, four runs, ranges below; README "Fast int8
+inference and ONNX export"). AMD EPYC with AVX-512 VNNI, 2 shared vCPUs; torch 2.13.0,
+onnxruntime 1.31.1, torchao 0.18.0; MLP 24 inputs -> 512x3 -> 1 trained on 32k rows;
+1 thread; speed as a multiple of torch float32 (39-78k rows/s at batch 4096 with the
+machine's load; 91 us at batch 1):
 
-    backend                                    rows/s @4096        latency @1   test R² change
-    ONNX Runtime int8 dynamic                  216-264k (2.8-3.5x)   27 us        -0.0001
-    ONNX Runtime int8 static                   219-229k (2.8-3.0x)   26 us        -0.0000
-    torch.ao quantize_dynamic (deprecated)     232-241k (3.1x)      108 us        -0.0002
-    torchao Int8DynamicActivationInt8Weight    44-108k (0.6-1.4x)   1.1-1.2 ms    -0.0001
-      the same under torch.compile             230-248k (3.0-3.2x)  266-296 us    -0.0001
+    backend                                    batch 4096    latency @1    test R² change
+    ONNX Runtime int8 dynamic                  2.8-3.9x      27 us         -0.0001
+    ONNX Runtime int8 static                   2.7-3.0x      26 us         -0.0000
+    torch.ao quantize_dynamic (deprecated)     3.0-3.1x      107-113 us    -0.0002
+    torchao Int8DynamicActivationInt8Weight    0.6-2.0x      1.1-1.5 ms    -0.0001
+      the same under torch.compile             3.0-3.2x      266-296 us    -0.0001
 
 ONNX Runtime matches the best int8 throughput at batch 4096, is 4-10x faster than the others
 at batch 1 (a few rows per call), needs no compile step (torch.compile took 12-24 s in every
