@@ -187,7 +187,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     out_path = Path(args.out)
     if out_path.is_dir():
         raise ConfigError(f"--out '{args.out}' is a directory; give a file name, e.g. {out_path / 'predictions.csv'}")
-    trained = _load_run(args.run)
+    trained = _load_run(args.run, quantized=args.quantized)
     if args.proba and getattr(trained, "task", "regression") != "classification":
         raise ConfigError(f"--proba needs a classification run, but '{args.run}' was trained for regression; "
                           "drop --proba")
@@ -206,16 +206,20 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_run(run_dir: str):
+def _load_run(run_dir: str, quantized: bool = False):
     """A torch run directory, or a scikit-learn best model written by `paratrain tune`."""
     from pathlib import Path
 
+    from paratrain.errors import ConfigError
     from paratrain.predict import TrainedModel
     from paratrain.tune.sklearn_models import RUN_FILE, SklearnRun
 
     if (Path(run_dir) / RUN_FILE).is_file():
+        if quantized:
+            raise ConfigError(f"--quantized needs a torch run directory, but '{run_dir}' holds a scikit-learn "
+                              "model; drop --quantized")
         return SklearnRun.load(run_dir)
-    return TrainedModel.load(run_dir)
+    return TrainedModel.load(run_dir, quantized=quantized)
 
 
 def cmd_strategies(args: argparse.Namespace) -> int:
@@ -271,6 +275,8 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--column", default="prediction", help="name of the output column (prediction)")
     predict.add_argument("--proba", action="store_true",
                          help="classification: also write each class's probability, in columns proba_<class>")
+    predict.add_argument("--quantized", action="store_true",
+                         help="predict with the int8 model written by `paratrain quantize` (needs paratrain[quant])")
     predict.set_defaults(handler=cmd_predict)
 
     strategies = commands.add_parser("strategies", help="list the parallel strategies")
@@ -288,12 +294,14 @@ def build_parser() -> argparse.ArgumentParser:
     from paratrain.bench.cli import add_parsers as add_bench_parsers
     from paratrain.costmodel.cli import add_parsers as add_costmodel_parsers
     from paratrain.curvefit.cli import add_parser as add_curvefit_parser
+    from paratrain.infer.cli import add_parsers as add_infer_parsers
     from paratrain.tune.cli import add_parsers as add_tune_parsers
 
     add_curvefit_parser(commands)
     add_costmodel_parsers(commands)
     add_tune_parsers(commands)
     add_bench_parsers(commands)
+    add_infer_parsers(commands)
     return parser
 
 

@@ -25,10 +25,17 @@ class TrainedModel:
     model: torch.nn.Module
     encoder: TableEncoder
     spec: ModelSpec
+    int8: Any = None
+    """With ``load(..., quantized=True)``: the int8 model (paratrain.infer.Int8Model) that computes the outputs."""
 
     @classmethod
-    def load(cls, run_dir: str | os.PathLike) -> "TrainedModel":
+    def load(cls, run_dir: str | os.PathLike, quantized: bool = False) -> "TrainedModel":
         """Read ``model.pt`` from a finished run directory.
+
+        Args:
+            run_dir: The run directory.
+            quantized: Predict with the int8 model that `paratrain quantize` wrote there
+                (needs ``pip install 'paratrain[quant]'``).
 
         Example:
             >>> trained = TrainedModel.load("runs/my-run")  # doctest: +SKIP
@@ -44,6 +51,10 @@ class TrainedModel:
         model.eval()
         trained = cls(model, TableEncoder.from_dict(saved["encoder"]), spec)
         trained.check_finite(f"'{path}'")
+        if quantized:
+            from paratrain.infer.runtime import Int8Model
+
+            trained.int8 = Int8Model.load(run_dir)
         return trained
 
     def check_finite(self, where: str = "the model") -> None:
@@ -69,7 +80,10 @@ class TrainedModel:
 
     def raw_outputs(self, frame: pd.DataFrame) -> np.ndarray:
         """Model outputs in encoded units: standardized targets or class logits."""
-        x = torch.from_numpy(np.ascontiguousarray(self.encoder.transform_features(frame), dtype=np.float32))
+        features = self.encoder.transform_features(frame)
+        if self.int8 is not None:
+            return self.int8(features)
+        x = torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32))
         outputs = []
         with torch.no_grad():
             for start in range(0, len(x), 65536):

@@ -21,6 +21,12 @@ CHECKPOINT_FILE = "checkpoint.pt"
 MODEL_FILE = "model.pt"
 METRICS_FILE = "metrics.jsonl"
 SUMMARY_FILE = "summary.json"
+ONNX_FILE = "model.onnx"
+"""`paratrain export --format onnx`: the network; model.onnx.json and model.onnx.md document its encoding."""
+INT8_FILE = "model.int8.onnx"
+"""`paratrain quantize`: the int8 network (ONNX Runtime), read by `predict --quantized`."""
+INT8_INFO_FILE = "model.int8.json"
+"""How model.int8.onnx was made (mode, calibration, hashes); written last, so it marks a finished quantize."""
 
 
 def rank_checkpoint_file(rank: int) -> str:
