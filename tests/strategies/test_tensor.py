@@ -125,6 +125,10 @@ def test_width_error_at_wrap_time_fails_every_rank_without_hanging(table, tmp_pa
     ({"strategy": "tensor:0"}, "degree after ':' must be an integer >= 1"),
     ({"strategy": "tensor:x"}, "degree after ':' must be an integer >= 1"),
     ({"strategy": "tensor:2", "workers": 3}, "does not divide the world size 3"),
+    # An explicit degree is checked against the widths even before the workers are known.
+    ({"strategy": "tensor:4", "workers": 1, "hidden": [6, 6]}, "layer layers.0 has 6 outputs, not divisible by "
+                                                               "tensor degree 4; degrees that divide every split "
+                                                               "layer: 1, 2, 3, 6$"),
 ])
 def test_refuses_at_config_time(table, tmp_path, fields, message):
     with pytest.raises(ConfigError, match=message):

@@ -64,8 +64,8 @@ def plan_split(model: nn.Module) -> SplitPlan:
         SplitPlan(colwise=('layers.0',), rowwise=('layers.2',), replicated=('layers.4',), widths=(8,))
     """
     layers = getattr(model, "layers", None)
-    linears = [i for i, m in enumerate(layers)] if isinstance(layers, nn.Sequential) else []
-    linears = [i for i in linears if isinstance(layers[i], nn.Linear)]
+    modules = list(layers) if isinstance(layers, nn.Sequential) else []
+    linears = [i for i, module in enumerate(modules) if isinstance(module, nn.Linear)]
     if not linears:
         raise ConfigError(
             f"strategy 'tensor' splits the linear layers of an MLP, but the model ({type(model).__name__}) has none; "
@@ -136,15 +136,11 @@ class TensorParallel(ProcessGroupStrategy):
         self._gradient_bytes = 0
         self._steps = 0
         self._handles: list[Any] = []
-        if options is not None and self._workers_known(options) and options.workers > 1:
-            self.parallel_dims(options.workers)  # ConfigError now rather than in every worker
-
-    @staticmethod
-    def _workers_known(options: "ParallelConfig") -> bool:
-        # Under torchrun the world size comes from torchrun, not from ``workers``.
-        from paratrain.launch.env import under_torchrun
-
-        return not under_torchrun()
+        workers = _local_workers(options)
+        # workers=1 is also the default a config passes through before --workers is applied (YAML,
+        # then flags): a lone worker that cannot hold DEGREE ranks fails in parallel_dims when it starts.
+        if workers is not None and workers > 1:
+            self.parallel_dims(workers)  # ConfigError now rather than in every worker
 
     def parallel_dims(self, world_size: int) -> ParallelDims:
         degree = self.degree if self.degree is not None else world_size
@@ -161,8 +157,7 @@ class TensorParallel(ProcessGroupStrategy):
 
         with torch.device("meta"):  # shapes only: no memory, no initialisation
             plan = plan_split(MLP(1, model.hidden, 1, model.activation, model.dropout, model.norm))
-        workers = self.options.workers if self.options is not None and self._workers_known(self.options) else None
-        degree = self.degree if self.degree is not None else workers
+        degree = self.degree if self.degree is not None else _local_workers(self.options)
         if degree is not None:
             check_degree(plan, degree)
 
@@ -236,6 +231,14 @@ class TensorParallel(ProcessGroupStrategy):
         for handle in self._handles:
             handle.remove()
         self._handles = []
+
+
+def _local_workers(options: "ParallelConfig | None") -> int | None:
+    """The world size the config gives, or None where it does not know it (no config; under
+    torchrun, where torchrun's environment says how many processes there are)."""
+    from paratrain.launch.env import under_torchrun
+
+    return options.workers if options is not None and not under_torchrun() else None
 
 
 def _replicate(module: nn.Module, mesh: Any) -> None:
