@@ -400,6 +400,13 @@ class FitConfig:
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
 
+    def __post_init__(self) -> None:
+        if self.parallel.strategy != AUTO_STRATEGY:
+            from paratrain.strategies import create_strategy
+
+            # The strategy's checks that need the model (tensor parallelism splits an MLP's widths).
+            create_strategy(self.parallel.strategy, self.parallel).check_model_config(self.model)
+
     def to_dict(self) -> dict[str, dict[str, Any]]:
         """Plain nested dict (YAML/JSON friendly), the resolved config of a run."""
         out = {}

@@ -21,10 +21,11 @@ def _registry() -> dict[str, type[Strategy]]:
     from paratrain.strategies.single import SingleProcess
     from paratrain.strategies.sparse import SparseAveraging
     from paratrain.strategies.stale import StaleGradients
+    from paratrain.strategies.tensor import TensorParallel
 
     return {cls.name: cls for cls in (SingleProcess, DistributedDataParallelStrategy,
                                          AsyncParameterServerStrategy, HogwildStrategy, LocalSGD,
-                                         SparseAveraging, StaleGradients, PipelineStrategy)}
+                                         SparseAveraging, StaleGradients, PipelineStrategy, TensorParallel)}
 
 
 def known_strategies() -> list[str]:

@@ -18,7 +18,7 @@ from paratrain.strategies.dims import ParallelDims
 from paratrain.strategies.options import StrategyOptions
 
 if TYPE_CHECKING:
-    from paratrain.config import ParallelConfig
+    from paratrain.config import ModelConfig, ParallelConfig
     from paratrain.strategies.step import StepContext
 
 OptimizerFactory = Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer]
@@ -127,6 +127,10 @@ class Strategy:
         self.options = options
         self.own_options = self.Options.build(self.name, options.options if options is not None else {})
         """This strategy's own settings (an instance of ``Options``)."""
+
+    def check_model_config(self, model: "ModelConfig") -> None:
+        """ConfigError when this strategy cannot train the model ``model`` describes; called when
+        the FitConfig is built, before any process starts. Any model by default."""
 
     def parallel_dims(self, world_size: int) -> ParallelDims:
         """How this strategy splits ``world_size`` ranks; by default every rank is a data-parallel
