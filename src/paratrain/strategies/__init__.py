@@ -15,15 +15,18 @@ def _registry() -> dict[str, type[Strategy]]:
     # Imported lazily so that `paratrain --help` does not pay for torch.distributed.
     from paratrain.strategies.async_ps import AsyncParameterServerStrategy
     from paratrain.strategies.ddp import DistributedDataParallelStrategy
+    from paratrain.strategies.fsdp import FullyShardedDataParallel
     from paratrain.strategies.hogwild import HogwildStrategy
     from paratrain.strategies.localsgd import LocalSGD
     from paratrain.strategies.single import SingleProcess
     from paratrain.strategies.sparse import SparseAveraging
     from paratrain.strategies.stale import StaleGradients
+    from paratrain.strategies.zero1 import ZeroRedundancyDataParallel
 
     return {cls.name: cls for cls in (SingleProcess, DistributedDataParallelStrategy,
                                          AsyncParameterServerStrategy, HogwildStrategy, LocalSGD,
-                                         SparseAveraging, StaleGradients)}
+                                         SparseAveraging, StaleGradients, FullyShardedDataParallel,
+                                         ZeroRedundancyDataParallel)}
 
 
 def known_strategies() -> list[str]:
