@@ -21,7 +21,7 @@ from typing import Callable, ContextManager
 import torch
 
 from paratrain.errors import ConfigError
-from paratrain.strategies.base import ProcessGroupStrategy, WorkerContext
+from paratrain.strategies.base import CommStats, ProcessGroupStrategy, WorkerContext
 from paratrain.strategies.options import StrategyOptions, check_flag_option
 
 
@@ -49,6 +49,10 @@ class FullyShardedDataParallel(ProcessGroupStrategy):
     def __init__(self, argument: str | None = None, options=None) -> None:
         super().__init__(argument, options)
         self._skeleton: torch.nn.Module | None = None
+        self._gathered_bytes = 0  # the weights' bytes one all-gather of every layer moves
+        self._gradient_bytes = 0  # what ddp's all-reduce would send per step
+        self._micro_batches = 0
+        self._steps = 0
 
     def wrap_model(self, model: torch.nn.Module, ctx: WorkerContext) -> torch.nn.Module:
         from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
@@ -70,14 +74,32 @@ class FullyShardedDataParallel(ProcessGroupStrategy):
         for layer in [m for m in model.modules() if isinstance(m, torch.nn.Linear) and m is not model]:
             fully_shard(layer, **settings)
         fully_shard(model, **settings)
+        self._gradient_bytes = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
+        self._gathered_bytes = sum(p.numel() for p in model.parameters()) * (2 if ctx.precision == "bf16" else 4)
         return model
 
     def sync_context(self, model: torch.nn.Module, sync: bool) -> ContextManager:
+        self._micro_batches += 1  # each micro-batch's forward (and backward) gathers the weights
         # Gradient accumulation: the first micro-steps keep their unsharded gradients locally; the
         # last one reduce-scatters the sum (as DDP's no_sync).
         if sync:
             return contextlib.nullcontext()
         return _without_gradient_sync(model)
+
+    def optimizer_step(self, optimizer: torch.optim.Optimizer, scaler: "torch.amp.GradScaler | None") -> None:
+        super().optimizer_step(optimizer, scaler)
+        self._steps += 1
+
+    def communication_stats(self) -> CommStats | None:
+        """Payload per step, counted as ddp counts its all-reduce (the tensors' bytes once): every
+        micro-batch gathers the weights for its forward, and again for its backward when they were
+        freed after the forward; each step reduce-scatters the gradients once (in fp32)."""
+        if self._steps == 0:
+            return None
+        gathers = 2 if self.own_options.reshard_after_forward else 1
+        sent = (self._micro_batches * gathers * self._gathered_bytes + self._steps * self._gradient_bytes) / self._steps
+        self._micro_batches, self._steps = 0, 0
+        return CommStats(bytes_per_step=sent, dense_bytes_per_step=self._gradient_bytes)
 
     def eval_forward(self, model: torch.nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
         """Gather the whole model once (every rank calls this once per validation), then run the
