@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -181,7 +182,10 @@ def _dcp_load(state: dict[str, Any], folder: Path) -> None:
     import torch.distributed.checkpoint as dcp
 
     grouped = dist.is_available() and dist.is_initialized()
-    dcp.load(state, checkpoint_id=str(folder), no_dist=not grouped)
+    with warnings.catch_warnings():
+        # torch warns that it assumes one process: without a group, that is what is meant.
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+        dcp.load(state, checkpoint_id=str(folder), no_dist=not grouped)
 
 
 def _own_rank_checkpoint(run_dir: Path, worker: WorkerContext, epoch: int) -> dict[str, Any] | None:
