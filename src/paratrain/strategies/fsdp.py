@@ -69,8 +69,8 @@ class FullyShardedDataParallel(ProcessGroupStrategy):
             # Weights gathered and multiplied in bf16, gradients reduced in fp32 (exact sums across
             # ranks); the shards the optimizer updates stay fp32.
             settings["mp_policy"] = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
-        # One FSDP unit per linear layer, innermost first: a layer's weights are gathered only while
-        # it runs. The root takes what is left (norms, a formula's parameters).
+        # One FSDP unit per linear layer (units before the root that holds them): a layer's weights
+        # are gathered only while it runs. The root's unit takes what is left (norm layers).
         for layer in [m for m in model.modules() if isinstance(m, torch.nn.Linear) and m is not model]:
             fully_shard(layer, **settings)
         fully_shard(model, **settings)
