@@ -106,8 +106,12 @@ def test_sharded_checkpoint_continues_in_one_process_and_predicts(runs, tmp_path
 @pytest.mark.timeout(120)
 def test_fsdp_trains_in_bf16_on_one_rank_group(tmp_path, table):
     result = fit(_config(tmp_path, table, "bf16", strategy="fsdp", workers=1, epochs=1, precision="bf16",
-                         hidden=[16, 16]))
+                         hidden=[16, 16], batch_size=32, accumulate=1))
     assert result.summary["precision"] == "bf16"
+    # The loop told the strategy (WorkerContext.precision): per step it gathers 2-byte weights twice
+    # (forward, backward) and reduces 4-byte gradients, 8 bytes per parameter (fp32: 12).
+    parameters = (5 * 16 + 16) + (16 * 16 + 16) + (16 + 1)
+    assert result.summary["comm_bytes_per_step"] == 8 * parameters
     assert math.isfinite(result.summary["train_loss"]) and math.isfinite(result.summary["val_loss"])
 
 
