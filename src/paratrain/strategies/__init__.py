@@ -15,6 +15,7 @@ def _registry() -> dict[str, type[Strategy]]:
     # Imported lazily so that `paratrain --help` does not pay for torch.distributed.
     from paratrain.strategies.async_ps import AsyncParameterServerStrategy
     from paratrain.strategies.ddp import DistributedDataParallelStrategy
+    from paratrain.strategies.fsdp import FullyShardedDataParallel
     from paratrain.strategies.hogwild import HogwildStrategy
     from paratrain.strategies.localsgd import LocalSGD
     from paratrain.strategies.pipeline import PipelineStrategy
@@ -22,10 +23,12 @@ def _registry() -> dict[str, type[Strategy]]:
     from paratrain.strategies.sparse import SparseAveraging
     from paratrain.strategies.stale import StaleGradients
     from paratrain.strategies.tensor import TensorParallel
+    from paratrain.strategies.zero1 import ZeroRedundancyDataParallel
 
     return {cls.name: cls for cls in (SingleProcess, DistributedDataParallelStrategy,
                                          AsyncParameterServerStrategy, HogwildStrategy, LocalSGD,
-                                         SparseAveraging, StaleGradients, PipelineStrategy, TensorParallel)}
+                                         SparseAveraging, StaleGradients, FullyShardedDataParallel,
+                                         ZeroRedundancyDataParallel, PipelineStrategy, TensorParallel)}
 
 
 def known_strategies() -> list[str]:

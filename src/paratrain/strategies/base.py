@@ -35,6 +35,10 @@ class WorkerContext:
     device: torch.device = torch.device("cpu")
     dims: ParallelDims | None = None
     """How the ranks split the work (the strategy's ``parallel_dims``); None: data parallel only."""
+    precision: str = "fp32"
+    """The precision the run trains in (fp32, bf16, fp16; 'auto' already resolved), set by the loop
+    before ``wrap_model``: a strategy that keeps parameters in another dtype (FSDP's mixed-precision
+    policy) reads it here."""
 
     @property
     def is_main(self) -> bool:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -111,8 +112,9 @@ def restore_before_wrap(checkpoint: dict[str, Any], run_dir: Path, worker: Worke
 
     Data-parallel strategies read the model when they wrap it (DDP broadcasts it, sparse and
     hogwild copy it into their flat or shared vectors, local SGD decides whether to broadcast),
-    so a whole checkpoint loads before ``wrap_model``; a sharded one loads after, into the
-    shards the strategy built (``restore_after_wrap``)."""
+    so a whole checkpoint loads before ``wrap_model``, and so does the model of a sharded one
+    when the strategy does not shard; a sharding strategy loads it after, into the shards it
+    built (``restore_after_wrap``)."""
     if SHARDED_KEY not in checkpoint:
         if strategy.shards_model:
             raise ConfigError(
@@ -120,6 +122,10 @@ def restore_before_wrap(checkpoint: dict[str, Any], run_dir: Path, worker: Worke
                 f"holds a whole-model checkpoint of strategy {checkpoint.get('strategy_name', 'ddp')!r}; resume "
                 "it with a data-parallel strategy (single, ddp, zero1, ...)")
         model.load_state_dict(checkpoint["model"])
+    elif not strategy.shards_model:
+        # A data-parallel strategy resuming a sharded checkpoint: it too reads the model when it
+        # wraps it, so the whole model is read from the shards now (every rank reads all of it).
+        _load_sharded_model(run_dir / checkpoint[SHARDED_KEY], model)
     # Strategy state (residuals, counters) belongs to the strategy that wrote it.
     if checkpoint.get("strategy_name", strategy.name) == strategy.name:
         strategy.load_state_dict(checkpoint.get("strategy") or {})
@@ -147,18 +153,49 @@ def restore_after_wrap(checkpoint: dict[str, Any], run_dir: Path, worker: Worker
 
 
 def _load_sharded(folder: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
-    import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
-    if not folder.is_dir():
-        raise ConfigError(f"the checkpoint names its shards '{folder}', which does not exist; the run "
-                          "directory is incomplete")
+    _check_shards(folder)
+    if hasattr(optimizer, "consolidate_state_dict"):
+        # ZeRO answers state_dict() only on the rank its partitions were gathered to, which DCP's
+        # state-dict helpers cannot work with.
+        raise ConfigError(f"'{folder.parent}' holds a sharded checkpoint, which a ZeRO optimizer (zero1) cannot "
+                          "load; resume it with fsdp, ddp or single")
     # Ask for this rank's own keys and shapes, let DCP fill them from whatever layout wrote them.
     model_state, optimizer_state = get_state_dict(model, optimizer, options=_state_options())
     wanted = {"model": model_state, "optimizer": optimizer_state}
-    dcp.load(wanted, checkpoint_id=str(folder))
+    _dcp_load(wanted, folder)
     set_state_dict(model, optimizer, model_state_dict=wanted["model"], optim_state_dict=wanted["optimizer"],
                    options=_state_options())
+
+
+def _load_sharded_model(folder: Path, model: torch.nn.Module) -> None:
+    """The model alone from a sharded checkpoint, into a plain (not yet wrapped) module."""
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict, set_model_state_dict
+
+    _check_shards(folder)
+    wanted = {"model": get_model_state_dict(model)}
+    _dcp_load(wanted, folder)
+    set_model_state_dict(model, wanted["model"])
+
+
+def _check_shards(folder: Path) -> None:
+    if not folder.is_dir():
+        raise ConfigError(f"the checkpoint names its shards '{folder}', which does not exist; the run "
+                          "directory is incomplete")
+
+
+def _dcp_load(state: dict[str, Any], folder: Path) -> None:
+    """Fill ``state`` from the DCP folder: a collective in a process group, plain reads in one process
+    without one (``single`` continuing a sharded run)."""
+    import torch.distributed as dist
+    import torch.distributed.checkpoint as dcp
+
+    grouped = dist.is_available() and dist.is_initialized()
+    with warnings.catch_warnings():
+        # torch warns that it assumes one process: without a group, that is what is meant.
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+        dcp.load(state, checkpoint_id=str(folder), no_dist=not grouped)
 
 
 def _own_rank_checkpoint(run_dir: Path, worker: WorkerContext, epoch: int) -> dict[str, Any] | None:

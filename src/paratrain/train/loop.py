@@ -157,6 +157,7 @@ def run_training(config: FitConfig, worker: WorkerContext, source: Any, run_dir:
     # From here on the config names the precision actually used (divergence hints read it).
     config = dataclasses.replace(config, train=dataclasses.replace(config.train, precision=choice.name))
     precision = Precision(choice.name, worker.device)
+    worker = dataclasses.replace(worker, precision=choice.name)  # wrap_model may read it (fsdp's bf16 policy)
     rate = resolve_learning_rate(config, strategy)
     if rate.reason and worker.is_main:
         log.info("%s", rate.reason)
