@@ -33,14 +33,28 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as folder:
         config = Path(folder) / "fit.yaml"
+        data = Path(folder) / "friedman1.csv"
+        _friedman1(args.rows).to_csv(data, index=False)
         # fp32 for every row: precision 'auto' could choose differently per row and blur the comparison.
         config.write_text("precision: fp32\nbatch_size: 256\nlr: 0.0003\n")
-        command = [sys.executable, "-m", "paratrain", "bench", "--config", str(config), "--rows", str(args.rows),
+        command = [sys.executable, "-m", "paratrain", "bench", "--config", str(config), "--data", str(data),
+                   "--target", "y",
                    "--hidden", args.hidden, "--epochs", str(args.epochs), "--evals-per-epoch", "1",
                    "--strategies", args.strategies, "--workers", "1,2", "--repeat", str(args.repeat),
                    "--out", args.out]
         print(" ".join(command), file=sys.stderr)
         return subprocess.call(command)
+
+
+def _friedman1(rows: int):
+    """Friedman #1 (10 uniform inputs, 5 of them used, unit noise), as the built-in workload."""
+    import pandas as pd
+    from sklearn.datasets import make_friedman1
+
+    x, y = make_friedman1(n_samples=rows, n_features=10, noise=1.0, random_state=0)
+    frame = pd.DataFrame(x, columns=[f"x{i}" for i in range(10)])
+    frame["y"] = y
+    return frame
 
 
 if __name__ == "__main__":
