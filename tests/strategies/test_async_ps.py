@@ -20,7 +20,7 @@ import torch
 
 from paratrain.config import FitConfig
 from paratrain.errors import ConfigError
-from paratrain.strategies.async_ps import ParameterServer, _wait
+from paratrain.strategies.async_server import ParameterServer, wait_for as _wait
 from paratrain.train.checkpoint import load_torch
 from paratrain.train.fit import fit, resume
 

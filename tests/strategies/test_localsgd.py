@@ -9,6 +9,7 @@ import pytest
 
 from paratrain.config import FitConfig, ParallelConfig
 from paratrain.errors import ConfigError
+from paratrain.strategies import create_strategy
 from paratrain.train.fit import fit
 from tests.conftest import assert_states_close, model_state
 
@@ -36,8 +37,9 @@ def test_localsgd_needs_an_integer_period(strategy, message):
 
 
 def test_localsgd_is_registered():
-    config = ParallelConfig(strategy="localsgd:8", workers=2, sync_warmup=5)
+    config = ParallelConfig(strategy="localsgd:8", workers=2, options={"sync_warmup": 5})
     assert config.strategy == "localsgd:8"
+    assert create_strategy(config.strategy, config).sync_warmup == 5
 
 
 @pytest.mark.timeout(180)

@@ -45,8 +45,8 @@ def test_sparse_needs_a_ratio_in_the_unit_interval(strategy, message):
 
 
 def test_sparse_refuses_a_ddp_compressor():
-    with pytest.raises(ConfigError, match=r"compress='topk:0.01' needs a strategy that supports compression"):
-        ParallelConfig(strategy="sparse:0.01", workers=2, compress="topk:0.01")
+    with pytest.raises(ConfigError, match=r"compress='topk:0.01' does not apply to strategy 'sparse'"):
+        ParallelConfig(strategy="sparse:0.01", workers=2, options={"compress": "topk:0.01"})
 
 
 @pytest.mark.timeout(180)
