@@ -14,7 +14,8 @@ schedule (state a resume must restore) and shuffled rows. What every strategy mu
     uninterrupted run's. A strategy whose ``replicas_differ`` keeps one checkpoint per rank;
 (c) accumulate, where it ``supports_accumulation``: 2 micro-batches of b rows give the parameters
     of one batch of 2b (atol 2e-5: only the order of float32 sums differs), or for an
-    asynchronous strategy the same loss within its tolerance.
+    asynchronous strategy, or one that ``selects_by_magnitude`` (where rounding flips choices),
+    the same loss within its tolerance.
 
 Each strategy costs four short runs (uninterrupted, stopped, resumed, accumulated); the
 uninterrupted one is shared by (a), (b) and (c).
@@ -123,9 +124,10 @@ def test_accumulation_equals_a_larger_batch(name, runs, tmp_path):
     batch = GLOBAL_BATCH // _workers(name)
     accumulated = fit(_config(runs.data, tmp_path / "acc", name, batch_size=batch // 2, accumulate=2))
     assert accumulated.summary["status"] == "finished"
-    if cls.deterministic:
+    if cls.deterministic and not cls.selects_by_magnitude:
         assert_states_close(model_state(full.run_dir), model_state(accumulated.run_dir), atol=ACCUMULATION_ATOL)
     else:
+        # Asynchronous updates, or a top-k that rounding can flip: only the outcome can be compared.
         assert accumulated.summary["val_loss"] <= cls.conformance_tolerance * full.summary["val_loss"]
 
 

@@ -87,26 +87,6 @@ def test_sync_warmup_sends_every_step_then_every_period(table, tmp_path):
 
 
 @pytest.mark.timeout(240)
-@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
-def test_localsgd_resume_equals_an_uninterrupted_run(table, tmp_path, optimizer):
-    """Period 4 does not divide the 7 steps of an epoch, so at the checkpoint the workers' models
-    and Adam (or momentum) states differ: every rank keeps its own checkpoint, and a run stopped
-    after 2 of 5 epochs and resumed equals the uninterrupted one (1e-6)."""
-    from paratrain.train.fit import resume
-
-    common = {"batch_size": 32, "workers": 2, "strategy": "localsgd:4", "epochs": 5, "optimizer": optimizer,
-              "lr": 0.01 if optimizer == "adam" else 0.05}
-    whole = fit(_config(table, tmp_path / "whole", **common))
-    stopped = fit(_config(table, tmp_path / "parts", stop_after=2, **common))
-    assert stopped.summary["status"] == "stopped"
-    assert (Path(stopped.run_dir) / "checkpoint.rank1.pt").is_file()
-    resumed = resume(stopped.run_dir)
-    assert resumed.summary["status"] == "finished"
-    assert_states_close(model_state(whole.run_dir), model_state(resumed.run_dir), atol=1e-6)
-    assert resumed.summary["val_loss"] == pytest.approx(whole.summary["val_loss"], rel=1e-5)
-
-
-@pytest.mark.timeout(240)
 def test_localsgd_resume_without_a_ranks_own_checkpoint_starts_every_worker_from_rank_0(table, tmp_path):
     """Rank 1's checkpoint lost (or from another epoch): the run still resumes and finishes, every
     worker from rank 0's model, so it is no longer the uninterrupted run but still trains."""

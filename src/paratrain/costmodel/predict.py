@@ -41,7 +41,9 @@ from paratrain.costmodel.calibration import Calibration, ComputeProfile, Fingerp
         raise ConfigError(f"{contender!r} runs on one machine only; it cannot use workers on {network.describe()}")
     module = model_for(name)
     if module is None:
-        raise ConfigError(f"{contender!r} has no cost model; modelled: single, ddp, localsgd, sparse, async, hogwild")
+        from paratrain.costmodel.strategies import MODULES
+
+        raise ConfigError(f"{contender!r} has no cost model; modelled: {', '.join(MODULES)}")
     if not cls.needs_process_group:
         workers = 1
     if 1 not in calibration.compute:

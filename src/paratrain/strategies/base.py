@@ -111,6 +111,10 @@ class Strategy:
     """True when a run is a function of its config and seed: the same run twice, a run stopped and
     resumed, or one under torchrun ends with the same parameters. False for asynchronous strategies
     (async, hogwild), where the order in which workers' updates land is up to the scheduler."""
+    selects_by_magnitude: ClassVar[bool] = False
+    """True when the strategy chooses what to send by comparing values (sparse's top-k): then float32
+    rounding (micro-batches summed in another order) can flip a choice, and two runs that agree in
+    exact arithmetic (accumulation against one larger batch) drift apart by more than rounding."""
     conformance_spec: ClassVar[str] = "base"
     """The spelling tests/strategies/test_conformance.py runs (with its argument: ``localsgd:4``);
     by default the first of ``bench_specs``, else the name."""

@@ -78,6 +78,7 @@ class SparseAveraging(ProcessGroupStrategy):
     replicas_differ = True
     Options = SparseOptions
     conformance_spec = "sparse:0.05"
+    selects_by_magnitude = True  # the top-k of each step's update
 
     def __init__(self, argument: str | None = None, options: "ParallelConfig | None" = None) -> None:
         self.ratio = parse_ratio(argument)
