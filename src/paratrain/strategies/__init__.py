@@ -92,7 +92,8 @@ def default_contenders(include_single: bool = True) -> list[str]:
 
     specs: list[str] = []
     for cls in _registry().values():
-        if cls.diagnostic_only or (cls.name == "single" and not include_single):
+        # include_single=False: only the contenders that spread the work over several processes.
+        if cls.diagnostic_only or (not cls.needs_process_group and not include_single):
             continue
         for spec in cls.bench_specs:
             specs.append(spec)
