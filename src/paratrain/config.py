@@ -302,8 +302,9 @@ class ParallelConfig:
         from paratrain.strategies import split_strategy_name, strategy_class
 
         cls = strategy_class(self.strategy)  # ConfigError listing the known names
-        # Validates the argument ('localsgd:8') and the options: one the strategy does not declare is a
-        # ConfigError naming the strategies that take it (StrategyOptions.build).
+        # The options: one the strategy does not declare is a ConfigError naming the strategies that
+        # take it (StrategyOptions.build); then the argument ('localsgd:8') and how they combine.
+        cls.Options.build(cls.name, self.options)
         cls(split_strategy_name(self.strategy)[1], self)
         if not cls.needs_process_group and self.workers != 1:
             raise ConfigError(

@@ -150,8 +150,16 @@ class Strategy:
         """Keep the run's config and build (validate) this strategy's own ``Options`` from it;
         a strategy that parses an argument calls this from its own ``__init__``."""
         self.options = options
-        self.own_options = self.Options.build(self.name, options.options if options is not None else {})
-        """This strategy's own settings (an instance of ``Options``)."""
+        self._own_options = self.Options.build(self.name, options.options if options is not None else {})
+
+    @property
+    def own_options(self) -> StrategyOptions:
+        """This strategy's own settings (an instance of ``Options``), built from ``self.options``
+        (also for a subclass whose ``__init__`` only stored ``self.options``)."""
+        if getattr(self, "_own_options", None) is None:
+            config = getattr(self, "options", None)
+            self._own_options = self.Options.build(self.name, config.options if config is not None else {})
+        return self._own_options
 
     def parallel_dims(self, world_size: int) -> ParallelDims:
         """How this strategy splits ``world_size`` ranks; by default every rank is a data-parallel
