@@ -17,7 +17,9 @@ store hosted by rank 0 (its port is chosen by the OS and sent to the other
 ranks over the gloo group, which also carries metrics and barriers). Remote
 trainers reach the server through ``rpc_async``; rank 0's trainer calls it
 directly. A waiting push blocks no RPC thread: the server answers with a
-Future it completes later (``@rpc.functions.async_execution``).
+Future it completes later (``@rpc.functions.async_execution``). The server and the RPC live in
+strategies/async_server.py, which this module imports only when a run starts: building or
+validating a config never loads them.
 
 Limits: buffers (BatchNorm statistics) are not served, each rank keeps its
 own and rank 0's are saved; fp16 gradient scaling is refused; a snapshot for
