@@ -223,10 +223,16 @@ def _load_run(run_dir: str, quantized: bool = False):
 
 
 def cmd_strategies(args: argparse.Namespace) -> int:
+    import dataclasses
+
     from paratrain.strategies import known_strategies, strategy_class
 
     for name in known_strategies():
-        print(f"{name:10s} {strategy_class(name).description}")
+        cls = strategy_class(name)
+        print(f"{name:10s} {cls.description}")
+        options = [f"{f.name}={f.default!r}" for f in dataclasses.fields(cls.Options)]
+        if options:  # what --option / a flat YAML key of that name sets for this strategy
+            print(f"{'':10s} options: {', '.join(options)}")
     return 0
 
 

@@ -265,30 +265,15 @@ class ParallelConfig:
     """Intra-op threads per worker; default: the cores divided among the workers."""
     timeout_s: float = 300.0
     """Seconds a collective or the rendezvous may wait before the run fails instead of hanging."""
-    compress: str | None = None
-    """Gradient compression for ddp: fp16, bf16, powersgd:RANK, topk:RATIO, int8."""
-    powersgd_warmup: int = 10
-    """Optimizer steps of plain all-reduce before PowerSGD starts compressing."""
-    error_feedback: bool = True
-    """Carry the compression error into the next step (topk, int8); off only for ablations."""
-    compress_lr_scale: bool = True
-    """With adam/adamw, multiply lr by the factor the compression calls for (topk:RATIO: 1/sqrt(RATIO),
-    see compression.topk_adam_lr_factor); False trains at lr as given."""
-    sync_warmup: int = 0
-    """localsgd: synchronous steps before local steps begin (post-local SGD)."""
-    overlap: bool = True
-    """sparse: exchange each step's top-k while the next step computes (the other workers'
-    shares arrive one step later); False waits every step (RATIO 1 is then exactly synchronous)."""
-    max_staleness: int | None = None
-    """async: a worker more than this many updates ahead of the slowest one waits (None: unbounded)."""
     link: str = "loopback"
     """How the local workers are joined: 'loopback', or an emulated network such as '100mbit' or
     '1gbit' (each worker in its own network namespace, the link limited with tc; needs root)."""
     calibration: str | None = None
     """strategy 'auto': the `paratrain calibrate` file to predict from (default: a quick probe)."""
     options: dict[str, Any] = field(default_factory=dict)
-    """The chosen strategy's own settings by name (``microbatches``, ``schedule``, ...): each strategy
-    declares and validates them (its ``Options``); flat keys and CLI flags of those names land here."""
+    """The chosen strategy's own settings by name (ddp's ``compress``, localsgd's ``sync_warmup``,
+    async's ``max_staleness``, ...): each strategy declares and validates them (its ``Options``,
+    listed by `paratrain strategies`); flat keys and CLI flags of those names land here."""
 
     def __post_init__(self) -> None:
         _check_int("workers", self.workers, 1)
@@ -301,34 +286,26 @@ class ParallelConfig:
         if self.threads is not None:
             _check_int("threads", self.threads, 1)
         _check_positive("timeout_s", self.timeout_s)
-        _check_int("powersgd_warmup", self.powersgd_warmup, 0)
-        _check_int("sync_warmup", self.sync_warmup, 0)
-        if self.max_staleness is not None:
-            _check_int("max_staleness", self.max_staleness, 0)
-        _check_flag("error_feedback", self.error_feedback)
-        _check_flag("compress_lr_scale", self.compress_lr_scale)
-        _check_flag("overlap", self.overlap)
-        self.compress = _check_text("compress", self.compress)
         self.calibration = _check_text("calibration", self.calibration, path=True)
         if not isinstance(self.strategy, str):
             raise ConfigError(f"strategy={self.strategy!r} must be a strategy name; see `paratrain strategies`")
         if self.strategy == AUTO_STRATEGY:
+            # fit resolves it (costmodel.auto) before anything is launched; the compression is part of the choice.
+            if self.options.get("compress"):
+                raise ConfigError(f"compress={self.options['compress']!r} cannot be combined with strategy='auto', "
+                                  "which chooses the compression too; drop --compress or name a strategy")
             if self.options:
                 raise ConfigError(f"options {sorted(self.options)} belong to a named strategy, but strategy='auto'; "
                                   "name the strategy, or drop them")
-            # fit resolves it (costmodel.auto) before anything is launched; the compression is part of the choice.
-            if self.compress:
-                raise ConfigError(f"compress={self.compress!r} cannot be combined with strategy='auto', which "
-                                  "chooses the compression too; drop --compress or name a strategy")
             return
         # Imported here: the registry imports torch, which config users may not need yet.
         from paratrain.strategies import split_strategy_name, strategy_class
 
         cls = strategy_class(self.strategy)  # ConfigError listing the known names
-        if self.compress and not cls.supports_compression:
-            raise ConfigError(f"compress={self.compress!r} needs a strategy that supports compression (ddp), "
-                              f"but strategy={self.strategy!r}; drop --compress or use --strategy ddp")
-        cls(split_strategy_name(self.strategy)[1], self)  # validates 'localsgd:8', compress=..., etc.
+        # The options: one the strategy does not declare is a ConfigError naming the strategies that
+        # take it (StrategyOptions.build); then the argument ('localsgd:8') and how they combine.
+        cls.Options.build(cls.name, self.options)
+        cls(split_strategy_name(self.strategy)[1], self)
         if not cls.needs_process_group and self.workers != 1:
             raise ConfigError(
                 f"strategy={self.strategy!r} runs one process, but workers={self.workers}; "
@@ -423,18 +400,46 @@ class FitConfig:
     def updated(self, values: Mapping[str, Any]) -> "FitConfig":
         """A copy with some fields replaced (nested or flat keys), validated again."""
         sections = {name: dataclasses.asdict(getattr(self, name)) for name in _SECTIONS}
+        legacy: list[tuple[str, Any]] = []
         for key, value in values.items():
             if key in _SECTIONS and isinstance(value, Mapping):
                 for sub_key, sub_value in value.items():
-                    if sub_key not in sections[key]:
+                    if key == "parallel" and sub_key not in sections[key] and sub_key in strategy_option_names():
+                        legacy.append((sub_key, sub_value))  # after the section's own `options:`, if any
+                    elif sub_key not in sections[key]:
                         raise ConfigError(f"unknown field {key}.{sub_key}; known: {', '.join(sections[key])}")
-                    sections[key][sub_key] = sub_value
+                    else:
+                        sections[key][sub_key] = sub_value
             elif key not in _section_fields() and key in strategy_option_names():
-                # A strategy's own option (microbatches, ...): kept by name in parallel.options.
-                sections["parallel"]["options"] = {**sections["parallel"]["options"], key: value}
+                _set_option(sections["parallel"], key, value)
             else:
                 sections[_section_of(key)][key] = value
+        for key, value in legacy:
+            _set_legacy_option(sections["parallel"], key, value)
         return FitConfig(**{name: _SECTIONS[name](**fields) for name, fields in sections.items()})
+
+
+def _set_option(parallel: dict[str, Any], key: str, value: Any) -> None:
+    """A strategy's own option given as a flat key (``compress``, ``microbatches``): kept by name in
+    parallel.options. None means "not given" (the strategy's default), as on the command line, so
+    that ``{"strategy": s, "compress": None}`` suits every strategy."""
+    options = dict(parallel["options"])
+    if value is None:
+        options.pop(key, None)
+    else:
+        options[key] = value
+    parallel["options"] = options
+
+
+def _set_legacy_option(parallel: dict[str, Any], key: str, value: Any) -> None:
+    """An option inside the ``parallel:`` section, as run directories' config.yaml held them before
+    strategies declared their own (``compress: null``, ``sync_warmup: 0`` for every strategy): a value
+    equal to the option's default is dropped, since it said nothing; any other goes to options."""
+    from paratrain.strategies import strategy_option_defaults
+
+    if value == strategy_option_defaults().get(key, object()):
+        return
+    _set_option(parallel, key, value)
 
 
 def _section_fields() -> set[str]:

@@ -235,8 +235,9 @@ _TRAINING_PARAMETERS_DOC = """
             adam, 'topk:RATIO' trains at learning_rate x 1/sqrt(RATIO) unless strategy_options
             has 'compress_lr_scale': False.
         strategy_options: Further options of the strategy, as the CLI names them: a dict
-            with keys among 'powersgd_warmup', 'error_feedback', 'sync_warmup', 'max_staleness', 'overlap', 'timeout_s',
-            'compress_lr_scale'.
+            such as {'powersgd_warmup': 20} (ddp), {'sync_warmup': 50} (localsgd), {'max_staleness': 2}
+            (async), or 'timeout_s'; each strategy lists its own (``paratrain strategies``), and one the
+            chosen strategy does not take is an error.
         threads: Intra-op threads per worker; None divides the cores among the workers.
         precision: 'auto' (bf16 where a short probe measures it faster with the same loss, else
             fp32), 'fp32', 'bf16' or 'fp16' (CUDA only).
@@ -528,9 +529,13 @@ def _hidden_sizes(value: Any) -> tuple[int, ...]:
     return tuple(int(size) for size in sizes)
 
 
-_STRATEGY_OPTIONS = ("powersgd_warmup", "error_feedback", "sync_warmup", "max_staleness", "overlap", "timeout_s",
-                     "compress_lr_scale")
-"""ParallelConfig fields an estimator passes through ``strategy_options``."""
+def _strategy_option_names() -> tuple[str, ...]:
+    """What an estimator passes through ``strategy_options``: every option some strategy declares
+    (from the registry, so a new strategy's options join) except ``compress``, its own parameter,
+    and ParallelConfig's ``timeout_s``. Whether an option applies to the strategy the config checks."""
+    from paratrain.strategies import strategy_option_fields
+
+    return tuple(sorted(set(strategy_option_fields()) - {"compress"})) + ("timeout_s",)
 
 
 def _strategy_options(options: Any) -> dict[str, Any]:
@@ -539,10 +544,10 @@ def _strategy_options(options: Any) -> dict[str, Any]:
         return {}
     if not isinstance(options, dict):
         raise ValueError(f"strategy_options={options!r} must be a dict such as {{'powersgd_warmup': 20}}, or None")
-    unknown = sorted(str(key) for key in options if key not in _STRATEGY_OPTIONS)
+    known = _strategy_option_names()
+    unknown = sorted(str(key) for key in options if key not in known)
     if unknown:
-        raise ValueError(f"strategy_options has unknown key(s) {', '.join(unknown)}; "
-                         f"known: {', '.join(_STRATEGY_OPTIONS)}")
+        raise ValueError(f"strategy_options has unknown key(s) {', '.join(unknown)}; known: {', '.join(known)}")
     return dict(options)
 
 

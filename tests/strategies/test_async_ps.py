@@ -5,7 +5,7 @@ gradient was not computed from, and their order depends on timing, so runs
 are not reproducible and do not match `single` exactly. On this data (8
 epochs, batch 32, Adam lr 0.01 with a cosine schedule) `single` reaches a
 validation loss of ~0.04-0.05 (R^2 ~0.95) over seeds 0-2, and `async` with 2
-workers 0.77x-1.09x of it. We allow 1.5x, and require R^2 > 0.85, which a
+workers 0.77x-1.09x of it. test_conformance.py allows 1.5x; here R^2 > 0.85 is required, which a
 model that did not learn (R^2 <= ~0) or learned little cannot reach.
 """
 
@@ -20,11 +20,10 @@ import torch
 
 from paratrain.config import FitConfig
 from paratrain.errors import ConfigError
-from paratrain.strategies.async_ps import ParameterServer, _wait
+from paratrain.strategies.async_server import ParameterServer, wait_for as _wait
 from paratrain.train.checkpoint import load_torch
 from paratrain.train.fit import fit, resume
 
-LOSS_RATIO = 1.5
 MIN_R2 = 0.85
 SGD = (torch.optim.SGD, {"lr": 0.1})
 
@@ -145,11 +144,10 @@ def test_async_takes_no_argument():
 
 
 @pytest.mark.timeout(180)
-def test_two_async_workers_reach_the_single_process_loss(tmp_path, regression_csv):
-    single = fit(_config(tmp_path, regression_csv, "single"))
+def test_two_async_workers_learn(tmp_path, regression_csv):
     run = fit(_config(tmp_path, regression_csv, "async", strategy="async", workers=2))
     assert run.summary["workers"] == 2
-    assert run.summary["val_loss"] <= LOSS_RATIO * single.summary["val_loss"]
+    # Its loss against `single`'s (and resume) is checked in test_conformance.py.
     assert run.summary["val_r2"] > MIN_R2
     assert run.summary["compression_ratio"] == pytest.approx(0.5)  # gradients up, parameters down
     stats = _server_stats(run.run_dir)
@@ -169,15 +167,3 @@ def test_staleness_bound_in_a_real_run(tmp_path, regression_csv, max_staleness):
     assert stats["max_clock_gap"] <= max_staleness
     if max_staleness == 0:
         assert stats["max_staleness"] <= 1
-
-
-@pytest.mark.timeout(180)
-def test_async_resumes(tmp_path, regression_csv):
-    config = _config(tmp_path, regression_csv, "async", strategy="async", workers=2, epochs=3, stop_after=1)
-    stopped = fit(config)
-    assert stopped.summary["status"] == "stopped"
-    state = load_torch(stopped.run_dir / "checkpoint.pt")["strategy"]
-    assert state["params"].numel() > 0 and state["optimizer"]["state"]  # the server's Adam moments
-    finished = resume(stopped.run_dir)
-    assert finished.summary["status"] == "finished"
-    assert finished.summary["epochs"] == 3

@@ -16,6 +16,7 @@ import torch.distributed as dist
 
 from paratrain.config import FitConfig, ParallelConfig
 from paratrain.errors import ConfigError
+from paratrain.strategies import known_strategies, strategy_class
 from paratrain.strategies.base import WorkerContext
 from paratrain.strategies.compression import Int8Compressor, TopKCompressor
 from paratrain.strategies.ddp import DistributedDataParallelStrategy
@@ -63,23 +64,30 @@ def single_val_loss(table, tmp_path_factory) -> float:
                                       "powersgd:x", "fp16:2"])
 def test_bad_compress_value_names_the_field_and_lists_valid_names(compress):
     with pytest.raises(ConfigError, match=r"compress=.*valid: fp16, bf16, int8, topk:RATIO.*powersgd:RANK"):
-        ParallelConfig(strategy="ddp", workers=2, compress=compress)
+        ParallelConfig(strategy="ddp", workers=2, options={"compress": compress})
 
 
-@pytest.mark.parametrize("strategy", ["single", "localsgd:8"])
-def test_compress_needs_ddp(strategy):
-    with pytest.raises(ConfigError, match=r"compress='fp16' needs a strategy that supports compression"):
-        ParallelConfig(strategy=strategy, compress="fp16")
+def test_compress_needs_a_strategy_that_supports_it():
+    # From the capability, not a list of names: every strategy without supports_compression refuses it.
+    able = [name for name in known_strategies() if strategy_class(name).supports_compression]
+    for name in known_strategies():
+        cls = strategy_class(name)
+        if cls.supports_compression:
+            continue
+        spec = cls.conformance_spec
+        with pytest.raises(ConfigError, match=rf"compress='fp16' does not apply to strategy .*compress is for {able[0]}"):
+            FitConfig.from_dict({"strategy": spec, "workers": 2 if cls.needs_process_group else 1, "compress": "fp16"})
 
 
 def test_powersgd_needs_two_warmup_steps():
     with pytest.raises(ConfigError, match=r"powersgd_warmup=1 must be >= 2"):
-        ParallelConfig(strategy="ddp", compress="powersgd:2", powersgd_warmup=1)
+        ParallelConfig(strategy="ddp", options={"compress": "powersgd:2", "powersgd_warmup": 1})
 
 
 def test_good_compress_values_are_accepted():
     for compress in ("fp16", "bf16", "int8", "topk:0.01", "topk:1", "powersgd:4", None):
-        assert ParallelConfig(strategy="ddp", workers=2, compress=compress).compress == compress
+        config = FitConfig.from_dict({"strategy": "ddp", "workers": 2, "compress": compress})
+        assert config.parallel.options.get("compress") == compress
 
 
 # ---------------------------------------------------------------- hooks in one process
@@ -155,7 +163,7 @@ def test_topk_sends_k_index_value_pairs(one_rank_group):
 
 def test_powersgd_byte_count_matches_torchs_own_statistics(one_rank_group):
     """Our count of PowerSGD's payload mirrors its compression rule; torch counts the same elements."""
-    options = ParallelConfig(strategy="ddp", compress="powersgd:2", powersgd_warmup=2)
+    options = ParallelConfig(strategy="ddp", options={"compress": "powersgd:2", "powersgd_warmup": 2})
     strategy = DistributedDataParallelStrategy(None, options)
     model = torch.nn.Sequential(torch.nn.Linear(8, 64), torch.nn.ReLU(), torch.nn.Linear(64, 64),
                                 torch.nn.ReLU(), torch.nn.Linear(64, 1))

@@ -4,7 +4,7 @@ Conformance tolerance: lock-free updates race and their order depends on
 timing, so runs are not reproducible. On this data (8 epochs, batch 32, Adam
 lr 0.01 with a cosine schedule) `single` reaches a validation loss of
 ~0.04-0.05 (R^2 ~0.95) over seeds 0-2, and `hogwild` with 2 workers
-0.76x-1.29x of it. We allow 1.5x, and require R^2 > 0.85, which a model that
+0.76x-1.29x of it. test_conformance.py allows 1.5x; here R^2 > 0.85 is required, which a model that
 did not learn (R^2 <= ~0) or learned little cannot reach.
 """
 
@@ -36,7 +36,6 @@ from paratrain.train.fit import fit, resume
 from tests.conftest import assert_states_close, model_state, regression_frame
 from tests.launch.processes import alive, argument, children, kill_group, start_fit, wait_for_file, wait_until
 
-LOSS_RATIO = 1.5
 MIN_R2 = 0.85
 
 
@@ -99,31 +98,17 @@ def test_hogwild_refuses_a_job_on_several_machines(monkeypatch):
 
 
 @pytest.mark.timeout(180)
-def test_two_hogwild_workers_reach_the_single_process_loss(tmp_path, regression_csv):
+def test_two_hogwild_workers_learn(tmp_path, regression_csv):
     before = _shm_files()
-    single = fit(_config(tmp_path, regression_csv, "single"))
     run = fit(_config(tmp_path, regression_csv, "hogwild", strategy="hogwild", workers=2))
     assert run.summary["workers"] == 2
-    assert run.summary["val_loss"] <= LOSS_RATIO * single.summary["val_loss"]
+    # Its loss against `single`'s (and resume) is checked in test_conformance.py.
     assert run.summary["val_r2"] > MIN_R2
     assert _shm_files() == before
     # The last checkpoint is written after every worker finished its last step:
     # the saved model is that shared state.
     last = load_torch(run.run_dir / "checkpoint.pt")["model"]
     assert_states_close(model_state(run.run_dir), last, atol=0.0)
-
-
-@pytest.mark.timeout(180)
-def test_hogwild_resumes(tmp_path, regression_csv):
-    stopped = fit(_config(tmp_path, regression_csv, "hogwild", strategy="hogwild", workers=2, epochs=3, stop_after=1))
-    assert stopped.summary["status"] == "stopped"
-    # Each worker's Adam moments are its own: rank 1 keeps them beside rank 0's checkpoint.
-    mine = load_torch(stopped.run_dir / "checkpoint.rank1.pt")["optimizer"]["state"]
-    theirs = load_torch(stopped.run_dir / "checkpoint.pt")["optimizer"]["state"]
-    assert mine.keys() == theirs.keys() and not torch.equal(mine[0]["exp_avg"], theirs[0]["exp_avg"])
-    finished = resume(stopped.run_dir)
-    assert finished.summary["status"] == "finished"
-    assert finished.summary["epochs"] == 3
 
 
 def _leave_before_mapping(rank: int, port: int, out: str) -> None:

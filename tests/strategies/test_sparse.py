@@ -45,8 +45,8 @@ def test_sparse_needs_a_ratio_in_the_unit_interval(strategy, message):
 
 
 def test_sparse_refuses_a_ddp_compressor():
-    with pytest.raises(ConfigError, match=r"compress='topk:0.01' needs a strategy that supports compression"):
-        ParallelConfig(strategy="sparse:0.01", workers=2, compress="topk:0.01")
+    with pytest.raises(ConfigError, match=r"compress='topk:0.01' does not apply to strategy 'sparse'"):
+        ParallelConfig(strategy="sparse:0.01", workers=2, options={"compress": "topk:0.01"})
 
 
 @pytest.mark.timeout(180)
@@ -94,7 +94,7 @@ def test_error_feedback_matters_for_sparse(table, tmp_path):
 
 
 @pytest.mark.timeout(240)
-@pytest.mark.parametrize("overlap", [True, False])
+@pytest.mark.parametrize("overlap", [False])  # overlap=True, the default, is in test_conformance.py
 def test_sparse_resume_equals_an_uninterrupted_run(table, tmp_path, overlap):
     """Every rank checkpoints its own model (shared copy + its residual), Adam state and, with
     overlap, the exchange still in flight when the epoch ended: a run stopped after 2 of 4 epochs

@@ -54,7 +54,7 @@ def add_parsers(commands: Any) -> None:
     report.set_defaults(handler=cmd_report)
 
 
-_ROW_FIELDS = ("out", "workers", "strategy", "compress", "threads", "link")
+_ROW_FIELDS = ("out", "workers", "strategy", "threads", "link")
 
 
 def build_bench_config(args: argparse.Namespace):
@@ -83,7 +83,11 @@ def build_bench_config(args: argparse.Namespace):
             fit["path"] = args.path
         if args.target:
             fit["target"] = args.target
-        for name in _ROW_FIELDS:  # bench's rows set these, flat or in their sections
+        # Bench's rows set these, flat or in their sections; each row's strategy options too (a
+        # config's sync_warmup would not apply to the ddp row), so the shared part carries none.
+        from paratrain.config import strategy_option_names
+
+        for name in (*_ROW_FIELDS, *sorted(strategy_option_names()), "options"):
             fit.pop(name, None)
             for section in fit.values():
                 if isinstance(section, dict):

@@ -114,10 +114,10 @@ def memory_table(results: Sequence[RowResult]) -> list[list[str]]:
             continue
         bubble = "-"
         if r.pipeline:
-            expected = r.pipeline.get("pipeline_bubble_expected")
-            idle = r.pipeline.get("pipeline_idle_fraction") or []
+            expected = r.pipeline.get("bubble_expected")
+            idle = r.pipeline.get("idle_fraction") or []
             bubble = (f"{expected:.0%}" if expected is not None else "-") + " / " + (
-                ", ".join(f"{v:.0%}" for v in idle) if idle else "-")
+                ", ".join("-" if v is None else f"{v:.0%}" for v in idle) if idle else "-")
         rows.append([r.row.spec, str(r.row.workers), byte_size(m.get("parameters_bytes")),
                      byte_size(m.get("gradients_bytes")), byte_size(m.get("optimizer_bytes")),
                      byte_size(m.get("activations_bytes")), byte_size(m.get("model_state_bytes")),

@@ -178,10 +178,10 @@ def advise_for_config(config, frame, workers: int, network: Network | None = Non
 
 def _single(names: list[str]) -> str:
     """The one-process contender: the strategy that needs no process group."""
-    from paratrain.strategies import known_strategies, strategy_class
+    from paratrain.strategies import known_strategies, split_contender, strategy_class
 
     for name in names + known_strategies():
-        if not strategy_class(name.partition("+")[0]).needs_process_group:
+        if not strategy_class(split_contender(name)[0]).needs_process_group:
             return name
     raise ValueError("no one-process strategy")
 

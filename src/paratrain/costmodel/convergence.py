@@ -30,10 +30,12 @@ DEFAULTS = {
 def default_factor(contender: str) -> tuple[float, str]:
     """(factor, why) without measurements."""
     from paratrain.strategies import split_contender, split_strategy_name
+    from paratrain.strategies.compression import parse_compression
 
     strategy, compress = split_contender(contender)
     name, _ = split_strategy_name(strategy)
-    key = (compress or "").partition(":")[0] or name
+    spec = parse_compression(compress)
+    key = spec.name if spec is not None else name
     if key in DEFAULTS:
         return DEFAULTS[key], f"assumed {DEFAULTS[key]:g}x the samples of dense ddp to reach the target (not measured)"
     return 1.0, "same samples to target as dense ddp (synchronous, exact)"

@@ -35,12 +35,12 @@ def time_contender(workload: Workload, contender: str, rank: int, world_size: in
     """Seconds per optimizer step of ``contender`` on this rank: the faster of two windows of ``steps``
     after a warm-up, each a whole number of local-SGD periods where it has one (its average amortized)."""
     from paratrain.config import ParallelConfig
-    from paratrain.strategies import WorkerContext, create_strategy, split_contender
+    from paratrain.strategies import WorkerContext, contender_options, create_strategy
     from paratrain.train.loop import StepContext, make_loss, train_step
     from paratrain.train.precision import Precision
 
-    spec, compress = split_contender(contender)
-    options = ParallelConfig(strategy=spec, compress=compress, workers=world_size, powersgd_warmup=POWERSGD_WARMUP)
+    spec, own = contender_options(contender, powersgd_warmup=POWERSGD_WARMUP)
+    options = ParallelConfig(strategy=spec, workers=world_size, options=own)
     strategy = create_strategy(spec, options)
     period = getattr(strategy, "period", 1)
     steps = max(period, (steps // period) * period)

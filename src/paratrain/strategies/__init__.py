@@ -7,6 +7,8 @@ class parses it.
 
 from __future__ import annotations
 
+import dataclasses
+
 from paratrain.errors import ConfigError
 from paratrain.strategies.base import Strategy, WorkerContext
 
@@ -68,6 +70,25 @@ def split_contender(spec: str) -> tuple[str, str | None]:
     return strategy, (compress if sep else None)
 
 
+def contender_options(contender: str, **candidates: object) -> tuple[str, dict[str, object]]:
+    """A contender's strategy spec and the ``ParallelConfig.options`` to run it with: its compression
+    (after '+') and those of ``candidates`` that the strategy declares, so that code building configs
+    for several contenders can offer every setting to each (``powersgd_warmup=2``).
+
+    Example:
+        >>> contender_options("ddp+powersgd:4", powersgd_warmup=2, sync_warmup=0)
+        ('ddp', {'compress': 'powersgd:4', 'powersgd_warmup': 2})
+        >>> contender_options("localsgd:8", powersgd_warmup=2)
+        ('localsgd:8', {})
+    """
+    strategy, compress = split_contender(contender)
+    declared = strategy_class(strategy).Options.field_names()
+    options = {key: value for key, value in candidates.items() if key in declared}
+    if compress is not None:
+        options["compress"] = compress
+    return strategy, options
+
+
 def default_contenders(include_single: bool = True) -> list[str]:
     """Every way to train that bench and advise try by default, from the registry's capabilities:
     each strategy's ``bench_specs``, and those that support compression once more with each of
@@ -76,7 +97,8 @@ def default_contenders(include_single: bool = True) -> list[str]:
 
     specs: list[str] = []
     for cls in _registry().values():
-        if cls.diagnostic_only or (cls.name == "single" and not include_single):
+        # include_single=False: only the contenders that spread the work over several processes.
+        if cls.diagnostic_only or (not cls.needs_process_group and not include_single):
             continue
         for spec in cls.bench_specs:
             specs.append(spec)
@@ -94,11 +116,20 @@ def strategy_option_fields() -> dict[str, list[str]]:
     return owners
 
 
+def strategy_option_defaults() -> dict[str, object]:
+    """Each option name some strategy declares, with its default (the first declaring strategy's)."""
+    defaults: dict[str, object] = {}
+    for cls in _registry().values():
+        for option in dataclasses.fields(cls.Options):
+            defaults.setdefault(option.name, option.default)
+    return defaults
+
+
 def create_strategy(spec: str, options=None) -> Strategy:
     """Build a strategy object from its name (and optional ':argument') and the run's ParallelConfig."""
     _, argument = split_strategy_name(spec)
     return strategy_class(spec)(argument, options)
 
 
-__all__ = ["Strategy", "WorkerContext", "create_strategy", "default_contenders", "known_strategies", "split_contender",
-           "split_strategy_name", "strategy_class", "strategy_option_fields"]
+__all__ = ["Strategy", "WorkerContext", "contender_options", "create_strategy", "default_contenders", "known_strategies", "split_contender",
+           "split_strategy_name", "strategy_class", "strategy_option_defaults", "strategy_option_fields"]

@@ -111,12 +111,32 @@ class Strategy:
     """True when each rank holds only part of the model's parameters (fsdp, pipeline, tensor):
     checkpoints are then sharded (torch.distributed.checkpoint) and ``full_model_state`` gathers
     the whole model for ``model.pt``."""
+    deterministic: ClassVar[bool] = True
+    """True when a run is a function of its config and seed: the same run twice, a run stopped and
+    resumed, or one under torchrun ends with the same parameters. False for asynchronous strategies
+    (async, hogwild), where the order in which workers' updates land is up to the scheduler."""
+    selects_by_magnitude: ClassVar[bool] = False
+    """True when the strategy chooses what to send by comparing values (sparse's top-k): then float32
+    rounding (micro-batches summed in another order) can flip a choice, and two runs that agree in
+    exact arithmetic (accumulation against one larger batch) drift apart by more than rounding."""
+    conformance_spec: ClassVar[str] = "base"
+    """The spelling tests/strategies/test_conformance.py runs (with its argument: ``localsgd:4``);
+    by default the first of ``bench_specs``, else the name."""
+    conformance_tolerance: ClassVar[float] = 1.5
+    """How many times `single`'s validation loss this strategy may end with on the conformance
+    suite's small problem (synchronous strategies land within a few percent; drift and staleness
+    add noise)."""
     Options: ClassVar[type[StrategyOptions]] = StrategyOptions
     """The strategy's own settings (strategies/options.py), filled from ``ParallelConfig.options``."""
     bench_specs: ClassVar[tuple[str, ...]] = ()
     """The spellings of this strategy that bench and advise try by default (``localsgd:8``);
     a strategy that supports compression is also tried with each of
     ``compression.BENCH_COMPRESSORS`` (``ddp+topk:0.01``)."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "conformance_spec" not in cls.__dict__:
+            cls.conformance_spec = cls.bench_specs[0] if cls.bench_specs else cls.name
 
     def __init__(self, argument: str | None = None, options: "ParallelConfig | None" = None) -> None:
         """``argument`` is the text after ':' in the name; ``options`` the run's ParallelConfig.
@@ -128,9 +148,22 @@ class Strategy:
             from paratrain.errors import ConfigError
 
             raise ConfigError(f"strategy {self.name!r} takes no argument, got {self.name}:{argument}")
+        self._store_options(options)
+
+    def _store_options(self, options: "ParallelConfig | None") -> None:
+        """Keep the run's config and build (validate) this strategy's own ``Options`` from it;
+        a strategy that parses an argument calls this from its own ``__init__``."""
         self.options = options
-        self.own_options = self.Options.build(self.name, options.options if options is not None else {})
-        """This strategy's own settings (an instance of ``Options``)."""
+        self._own_options = self.Options.build(self.name, options.options if options is not None else {})
+
+    @property
+    def own_options(self) -> StrategyOptions:
+        """This strategy's own settings (an instance of ``Options``), built from ``self.options``
+        (also for a subclass whose ``__init__`` only stored ``self.options``)."""
+        if getattr(self, "_own_options", None) is None:
+            config = getattr(self, "options", None)
+            self._own_options = self.Options.build(self.name, config.options if config is not None else {})
+        return self._own_options
 
     def check_model_config(self, model: "ModelConfig") -> None:
         """ConfigError when this strategy cannot train the model ``model`` describes; called when

@@ -45,8 +45,8 @@ from paratrain.errors import ConfigError
 from paratrain.strategies.topk import largest_magnitude
 
 if TYPE_CHECKING:
-    from paratrain.config import ParallelConfig
     from paratrain.strategies.base import WorkerContext
+    from paratrain.strategies.ddp import DDPOptions
 
 VALID_COMPRESSORS = "fp16, bf16, int8, topk:RATIO (0 < RATIO <= 1), powersgd:RANK (integer >= 1)"
 
@@ -94,8 +94,8 @@ class CompressionSpec:
     value: float | int | None = None
 
 
-def parse_compression(text: str | None, options: "ParallelConfig | None" = None) -> CompressionSpec | None:
-    """Check a ``compress`` value (and the options it depends on); None means no compression.
+def parse_compression(text: str | None, options: "DDPOptions | None" = None) -> CompressionSpec | None:
+    """Check a ``compress`` value (and ddp's options it depends on); None means no compression.
 
     Raises ConfigError naming the field, the rule and the value, with the valid names.
     """
@@ -135,7 +135,7 @@ def parse_compression(text: str | None, options: "ParallelConfig | None" = None)
     raise fail("is not a known compressor")
 
 
-def build_compressor(spec: CompressionSpec, options: "ParallelConfig | None") -> "Compressor":
+def build_compressor(spec: CompressionSpec, options: "DDPOptions | None") -> "Compressor":
     """The compressor object for a parsed spec."""
     error_feedback = options.error_feedback if options is not None else True
     if spec.name in ("fp16", "bf16"):

@@ -9,18 +9,45 @@ all-reduce for a compressing communication hook (see ``compression.py``).
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, ContextManager
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
+from paratrain.errors import ConfigError
 from paratrain.strategies.base import CommStats, ProcessGroupStrategy, WorkerContext
 from paratrain.strategies.compression import Compressor, build_compressor, parse_compression
+from paratrain.strategies.options import StrategyOptions, check_flag_option, check_int_option
 
 if TYPE_CHECKING:
     from paratrain.config import ParallelConfig
 
 _MIB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class DDPOptions(StrategyOptions):
+    """ddp's settings: gradient compression and what it depends on."""
+
+    compress: str | None = None
+    """Gradient compression: fp16, bf16, powersgd:RANK, topk:RATIO, int8 (None: plain all-reduce)."""
+    powersgd_warmup: int = 10
+    """Optimizer steps of plain all-reduce before PowerSGD starts compressing."""
+    error_feedback: bool = True
+    """Carry the compression error into the next step (topk, int8, powersgd); off only for ablations."""
+    compress_lr_scale: bool = True
+    """With adam/adamw, multiply lr by the factor the compression calls for (topk:RATIO: 1/sqrt(RATIO),
+    see compression.topk_adam_lr_factor); False trains at lr as given."""
+
+    def __post_init__(self) -> None:
+        if self.compress is not None and not isinstance(self.compress, str):
+            raise ConfigError(f"compress={self.compress!r} must be text such as 'topk:0.01', "
+                              f"not {type(self.compress).__name__}")
+        check_int_option("powersgd_warmup", self.powersgd_warmup, 0)
+        check_flag_option("error_feedback", self.error_feedback)
+        check_flag_option("compress_lr_scale", self.compress_lr_scale)
+        parse_compression(self.compress, self)  # ConfigError for a bad name or a too-short PowerSGD warm-up
 
 
 class DistributedDataParallelStrategy(ProcessGroupStrategy):
@@ -29,12 +56,13 @@ class DistributedDataParallelStrategy(ProcessGroupStrategy):
     name = "ddp"
     supports_compression = True
     bench_specs = ("ddp",)
+    Options = DDPOptions
     description = "synchronous data parallel (all-reduce of gradients every step; --compress to compress)"
 
     def __init__(self, argument: str | None = None, options: "ParallelConfig | None" = None) -> None:
         super().__init__(argument, options)
-        spec = parse_compression(options.compress if options is not None else None, options)
-        self.compressor: Compressor | None = build_compressor(spec, options) if spec is not None else None
+        spec = parse_compression(self.own_options.compress, self.own_options)
+        self.compressor: Compressor | None = build_compressor(spec, self.own_options) if spec is not None else None
         # Error-feedback residuals differ per rank: then every rank checkpoints its own (see Strategy).
         self.replicas_differ = self.compressor is not None and self.compressor.state_per_rank
         self._dense_bytes = 0

@@ -88,6 +88,7 @@ class HogwildStrategy(ProcessGroupStrategy):
     communicates = False  # the workers share one model in memory: nothing crosses a link
     runs_across_hosts = False  # the model lives in this machine's shared memory
     bench_specs = ("hogwild",)
+    deterministic = False  # lock-free racing writes to shared memory
     description = "lock-free updates of shared-memory parameters by N processes on one machine (Hogwild!)"
     replicas_differ = True  # each worker's optimizer state is its own
 

@@ -17,6 +17,7 @@ resumed run continues each worker where it stopped.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
@@ -24,9 +25,21 @@ import torch
 from paratrain.errors import ConfigError
 from paratrain.strategies.base import ByteMeter, CommStats, ProcessGroupStrategy, WorkerContext
 from paratrain.strategies.collectives import all_ranks_resume_their_own, all_reduce_mean_, broadcast_
+from paratrain.strategies.options import StrategyOptions, check_int_option
 
 if TYPE_CHECKING:
     from paratrain.config import ParallelConfig
+
+
+@dataclass(frozen=True)
+class LocalSGDOptions(StrategyOptions):
+    """localsgd's settings."""
+
+    sync_warmup: int = 0
+    """Synchronous steps (gradients all-reduced) before local steps begin (post-local SGD)."""
+
+    def __post_init__(self) -> None:
+        check_int_option("sync_warmup", self.sync_warmup, 0)
 
 
 class LocalSGD(ProcessGroupStrategy):
@@ -36,11 +49,13 @@ class LocalSGD(ProcessGroupStrategy):
     bench_specs = ("localsgd:8",)
     description = "local SGD: workers step alone, parameters averaged every PERIOD steps (localsgd:8)"
     replicas_differ = True
+    Options = LocalSGDOptions
+    conformance_spec = "localsgd:4"  # averages several times per epoch on the suite's small problem
 
     def __init__(self, argument: str | None = None, options: "ParallelConfig | None" = None) -> None:
-        self.options = options
         self.period = parse_period(argument)
-        self.sync_warmup = options.sync_warmup if options is not None else 0
+        self._store_options(options)
+        self.sync_warmup = self.own_options.sync_warmup
         self.steps_done = 0
         self._params: list[torch.Tensor] = []
         self._buffers: list[torch.Tensor] = []

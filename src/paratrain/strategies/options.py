@@ -31,8 +31,18 @@ class StrategyOptions:
         for key in values:
             if key not in known:
                 takes = f"its options: {', '.join(known)}" if known else "it takes none"
-                raise ConfigError(f"option {key}={values[key]!r} does not apply to strategy {strategy!r}; {takes}")
+                owners = _owners(key)
+                who = f"; {key} is for {', '.join(owners)}" if owners else ""
+                raise ConfigError(f"option {key}={values[key]!r} does not apply to strategy {strategy!r} "
+                                  f"({takes}){who}: drop it or choose such a strategy")
         return cls(**values)
+
+
+def _owners(option: str) -> list[str]:
+    """The strategies that declare ``option`` (imported here: the registry imports this module)."""
+    from paratrain.strategies import strategy_option_fields
+
+    return strategy_option_fields().get(option, [])
 
 
 def check_int_option(name: str, value: Any, minimum: int) -> None:

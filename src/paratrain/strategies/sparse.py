@@ -37,6 +37,7 @@ unsent part instead.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
@@ -45,10 +46,26 @@ import torch.distributed as dist
 from paratrain.errors import ConfigError
 from paratrain.strategies.base import ByteMeter, CommStats, ProcessGroupStrategy, WorkerContext
 from paratrain.strategies.collectives import all_ranks_resume_their_own, all_reduce_mean_, broadcast_
+from paratrain.strategies.options import StrategyOptions, check_flag_option
 from paratrain.strategies.topk import largest_magnitude
 
 if TYPE_CHECKING:
     from paratrain.config import ParallelConfig
+
+
+@dataclass(frozen=True)
+class SparseOptions(StrategyOptions):
+    """sparse's settings."""
+
+    overlap: bool = True
+    """Exchange each step's top-k while the next step computes (the other workers' shares arrive one
+    step later); False waits every step (RATIO 1 is then exactly synchronous)."""
+    error_feedback: bool = True
+    """Keep the unsent part of each update in the worker's model; False drops it (ablation)."""
+
+    def __post_init__(self) -> None:
+        check_flag_option("overlap", self.overlap)
+        check_flag_option("error_feedback", self.error_feedback)
 
 
 class SparseAveraging(ProcessGroupStrategy):
@@ -59,14 +76,17 @@ class SparseAveraging(ProcessGroupStrategy):
     description = ("sparse model averaging: every step each worker shares the largest RATIO of its unshared "
                    "update (sparse:0.01)")
     replicas_differ = True
+    Options = SparseOptions
+    conformance_spec = "sparse:0.05"
+    selects_by_magnitude = True  # the top-k of each step's update
 
     def __init__(self, argument: str | None = None, options: "ParallelConfig | None" = None) -> None:
-        self.options = options
         self.ratio = parse_ratio(argument)
-        self.error_feedback = options.error_feedback if options is not None else True
+        self._store_options(options)
+        self.error_feedback = self.own_options.error_feedback
         # Without error feedback the unsent part is dropped when the exchange is applied,
         # which must then happen in the same step (an overlapped one would drop the next update).
-        self.overlap = (options.overlap if options is not None else True) and self.error_feedback
+        self.overlap = self.own_options.overlap and self.error_feedback
         self._pending: tuple | None = None
         self._world_size = 1
         self._params: list[torch.Tensor] = []

@@ -37,12 +37,13 @@ class StaleGradients(Strategy):
 
     name = "stale"
     diagnostic_only = True
+    conformance_spec = "stale:1"
     description = ("diagnostic: one process whose gradients are DELAY steps old (stale:1), to measure what "
                    "asynchronous training's staleness costs a model")
 
     def __init__(self, argument: str | None = None, options: "ParallelConfig | None" = None) -> None:
-        self.options = options
         self.delay = parse_delay(argument)
+        self._store_options(options)
         self._params: list[torch.Tensor] = []
         self._snapshots: deque[list[torch.Tensor]] = deque()
         self._live: list[torch.Tensor] = []

@@ -53,8 +53,11 @@ def resolve_learning_rate(config: FitConfig, strategy: "Strategy") -> LearningRa
     wanted = strategy.adam_lr_factor() if config.optim.optimizer in ADAPTIVE_OPTIMIZERS else 1.0
     if wanted == 1.0:
         return LearningRate(lr)
-    what = config.parallel.strategy + (f" --compress {config.parallel.compress}" if config.parallel.compress else "")
-    if not config.parallel.compress_lr_scale:
+    # Only a strategy whose options have these (ddp) asks for a factor other than 1.
+    own = strategy.own_options
+    compress = getattr(own, "compress", None)
+    what = config.parallel.strategy + (f" --compress {compress}" if compress else "")
+    if not getattr(own, "compress_lr_scale", True):
         return LearningRate(lr, 1.0, wanted, f"lr {lr:g} kept for {config.optim.optimizer} with {what} "
                                              f"(compress_lr_scale off; the default would scale it by {wanted:g})")
     return LearningRate(lr, wanted, wanted,

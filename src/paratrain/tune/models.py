@@ -62,13 +62,14 @@ def _formula_space() -> dict[str, Any]:
 
 
 def fit_field_names() -> set[str]:
-    """Every flat field name of FitConfig."""
-    from paratrain.config import FitConfig
+    """Every flat field name of FitConfig, with the strategies' own options (``sync_warmup``: a flat
+    key routed to ``parallel.options``) in place of the ``options`` dict itself."""
+    from paratrain.config import FitConfig, strategy_option_names
 
     names = set()
     for section in dataclasses.fields(FitConfig):
         names.update(f.name for f in dataclasses.fields(section.default_factory))
-    return names
+    return (names - {"options"}) | strategy_option_names()
 
 
 def _train_param_names() -> set[str]:

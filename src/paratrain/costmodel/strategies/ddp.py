@@ -55,12 +55,14 @@ def predict(inputs: StepInputs) -> Prediction:
     overhead = profile.ddp_overhead_s or 0.0
     if inputs.workers <= 1:
         overhead = 0.0
-    option = inputs.option or ""
-    name, _, argument = option.partition(":")
+    from paratrain.strategies.compression import parse_compression
+
+    spec = parse_compression(inputs.option)  # the one parser of compression names (None: dense)
+    name = spec.name if spec is not None else ""
     if name == "powersgd":
-        return _powersgd(inputs, compute, overhead, int(argument))
+        return _powersgd(inputs, compute, overhead, int(spec.value))
     if name == "topk":
-        return _topk(inputs, compute, overhead, float(argument))
+        return _topk(inputs, compute, overhead, float(spec.value))
     scale = {"fp16": 0.5, "bf16": 0.5, "int8": 0.25}.get(name, 1.0)
     return _dense(inputs, compute, overhead, scale, name or "dense")
 
