@@ -218,3 +218,17 @@ def _pipeline_fields(runs: list[RunRecord]) -> dict[str, Any] | None:
     """A pipeline's ``pipeline`` record (strategies/pipeline.py epoch_report) of its last epoch."""
     last = [rec["pipeline"] for run in runs for rec in run.records[-1:] if rec.get("pipeline")]
     return last[-1] if last else None
+
+
+def _seconds_to(records: list[dict[str, Any]], target: float) -> float:
+    return next((v.train_seconds for v in validations(records) if v.val_loss is not None and v.val_loss <= target), INF)
+
+
+def _median_after_first(records: list[dict[str, Any]], key: str) -> float | None:
+    values = [r[key] for r in (records[1:] or records) if r.get(key)]
+    return statistics.median(values) if values else None
+
+
+def _mean_after_first(records: list[dict[str, Any]], key: str) -> float | None:
+    values = [r[key] for r in (records[1:] or records) if r.get(key) is not None]
+    return statistics.fmean(values) if values else None
