@@ -121,6 +121,9 @@ def test_prediction_matches_the_measured_breakdown(ddp_run, tmp_path, regression
         assert predicted.gradients_bytes == measured["gradients_bytes"]
         # Activations: predicted by the run's own definition (leaf outputs per row x batch): within 10%.
         assert predicted.activations_bytes == pytest.approx(measured["activations_bytes"], rel=0.1)
-        # The whole process (Python, torch, gloo, the data) against the measured peak resident set: the
-        # prediction's 260 MiB per process is a floor measured for ddp workers; within a factor of 2.
+    # The whole process (Python, torch, gloo, the data) against the measured peak resident set, for the
+    # ddp workers only: they are fresh processes, while the one-process run's peak is this test process's,
+    # which ran other tests first. The prediction's per-process allowance is a floor; within a factor of 2.
+    for measured in run.summary["memory"]:
+        predicted = _predicted(config, "ddp", 2)
         assert 0.5 < measured["peak_bytes"] / predicted.total_bytes < 2.0, (measured, predicted)

@@ -61,7 +61,8 @@ class DistributedDataParallelStrategy(ProcessGroupStrategy):
 
     def __init__(self, argument: str | None = None, options: "ParallelConfig | None" = None) -> None:
         super().__init__(argument, options)
-        spec = parse_compression(self.own_options.compress, self.own_options)
+        compress = getattr(self.own_options, "compress", None)  # a subclass (zero1) may declare no compression
+        spec = parse_compression(compress, self.own_options)
         self.compressor: Compressor | None = build_compressor(spec, self.own_options) if spec is not None else None
         # Error-feedback residuals differ per rank: then every rank checkpoints its own (see Strategy).
         self.replicas_differ = self.compressor is not None and self.compressor.state_per_rank

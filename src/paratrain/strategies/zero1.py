@@ -14,9 +14,9 @@ from typing import Any
 
 import torch
 
-from paratrain.strategies.base import CommStats
+from paratrain.strategies.base import CommStats, OptimizerFactory
 from paratrain.strategies.ddp import DistributedDataParallelStrategy
-from paratrain.strategies.base import OptimizerFactory
+from paratrain.strategies.options import StrategyOptions
 
 
 class ZeroRedundancyDataParallel(DistributedDataParallelStrategy):
@@ -24,6 +24,7 @@ class ZeroRedundancyDataParallel(DistributedDataParallelStrategy):
 
     name = "zero1"
     supports_compression = False
+    Options = StrategyOptions  # none of ddp's: its compression hooks are not combined with ZeRO here
     bench_specs = ()
     description = "ddp with the optimizer state split over the workers (ZeRO-1); less memory for Adam's state"
 
