@@ -10,7 +10,7 @@ import pytest
 from paratrain.cli import main
 from paratrain.costmodel.calibrate import workload_from_config
 from paratrain.config import FitConfig
-from paratrain.strategies import default_contenders, split_contender, strategy_class
+from paratrain.strategies import advise_contenders, default_contenders, split_contender, strategy_class
 from tests.conftest import regression_frame
 from tests.costmodel.helpers import synthetic
 
@@ -46,7 +46,7 @@ def test_advise_64_workers_ranks_without_starting_a_process(calibrated, monkeypa
     advice = json.loads(capsys.readouterr().out)
     ranked = [row["contender"] for row in advice["ranked"]]
     # A strategy that cannot span machines (hogwild's shared memory) is left out at 64 workers.
-    spanning = {c for c in default_contenders() if strategy_class(split_contender(c)[0]).runs_across_hosts}
+    spanning = {c for c in advise_contenders() if strategy_class(split_contender(c)[0]).runs_across_hosts}
     assert set(ranked) == spanning
     times = [row["time_to_target_s"] for row in advice["ranked"]]
     assert times == sorted(times)

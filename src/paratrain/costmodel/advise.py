@@ -84,10 +84,10 @@ def advise(calibration: Calibration, network: Network, workers: int, samples_to_
     ``options`` are the run's strategy settings (microbatches, pipeline_schedule, ...). A
     contender without a cost model, or one that cannot run on ``workers``, is listed in
     ``skipped`` with the reason."""
-    from paratrain.strategies import default_contenders, split_contender, strategy_class
+    from paratrain.strategies import advise_contenders, split_contender, strategy_class
 
     advice = Advice(network, workers, samples_to_target, memory_per_worker=memory_per_worker)
-    names = contenders if contenders is not None else default_contenders()
+    names = contenders if contenders is not None else advise_contenders()
     reference = predict_step(calibration, _single(names), 1, network, options)
     for name in names:
         cls = strategy_class(split_contender(name)[0])

@@ -22,7 +22,7 @@ def resolve_auto(config: FitConfig, frame: Any = None) -> tuple[FitConfig, str |
     from paratrain.costmodel.network import as_network
     from paratrain.costmodel.probe import probe_calibration
     from paratrain.data.prepare import load_frame
-    from paratrain.strategies import split_contender
+    from paratrain.strategies import default_contenders, split_contender
 
     frame = frame if frame is not None else load_frame(config.data.path)
     workload = workload_from_config(config.updated({"strategy": "single", "workers": 1}), frame)
@@ -33,8 +33,10 @@ def resolve_auto(config: FitConfig, frame: Any = None) -> tuple[FitConfig, str |
         calibration = probe_calibration(workload)
     rows = len(frame) * (1 - config.data.val_fraction)
     workers = config.parallel.workers
+    # Among the data-parallel contenders, as measured for auto: a model-splitting strategy changes what a
+    # batch is (one replica per pipeline or tensor group) and depends on the model's shape; advise ranks it.
     advice = advise(calibration, as_network(config.parallel.link), workers, config.train.epochs * rows,
-                    options=config.parallel.options)
+                    contenders=default_contenders(), options=config.parallel.options)
     best = advice.best
     choice = best.prediction.contender
     strategy, compress = split_contender(choice)

@@ -107,6 +107,14 @@ def default_contenders(include_single: bool = True) -> list[str]:
     return specs
 
 
+def advise_contenders() -> list[str]:
+    """What ``advise`` ranks by default: ``default_contenders()`` and every strategy's ``advise_specs``."""
+    specs = default_contenders()
+    for cls in _registry().values():
+        specs.extend(spec for spec in cls.advise_specs if spec not in specs)
+    return specs
+
+
 def strategy_option_fields() -> dict[str, list[str]]:
     """Each option name some strategy declares, with the strategies that take it."""
     owners: dict[str, list[str]] = {}

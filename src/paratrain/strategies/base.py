@@ -129,6 +129,9 @@ class Strategy:
     Options: ClassVar[type[StrategyOptions]] = StrategyOptions
     """The strategy's own settings (strategies/options.py), filled from ``ParallelConfig.options``."""
     bench_specs: ClassVar[tuple[str, ...]] = ()
+    advise_specs: ClassVar[tuple[str, ...]] = ()
+    """Spellings that ``advise`` ranks besides ``bench_specs`` (the model-splitting strategies: their
+    case is memory, which advise predicts; bench runs them when named)."""
     """The spellings of this strategy that bench and advise try by default (``localsgd:8``);
     a strategy that supports compression is also tried with each of
     ``compression.BENCH_COMPRESSORS`` (``ddp+topk:0.01``)."""

@@ -43,6 +43,7 @@ class FullyShardedDataParallel(ProcessGroupStrategy):
     name = "fsdp"
     shards_model = True
     Options = FSDPOptions
+    advise_specs = ("fsdp",)
     description = ("fully sharded data parallel (FSDP2): parameters, gradients and optimizer state split "
                    "over the workers; least memory per worker")
 

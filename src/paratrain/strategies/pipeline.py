@@ -109,6 +109,7 @@ class PipelineStrategy(ProcessGroupStrategy):
     supports_accumulation = True  # accumulate x batch_size rows per step, cut into the micro-batches
     Options: ClassVar[type[StrategyOptions]] = PipelineOptions
     conformance_spec = "pipeline:2"  # the name alone names no stage count
+    advise_specs = ("pipeline:2",)
     description = ("pipeline parallel: consecutive layers on each rank, micro-batches streamed through "
                    "(pipeline:STAGES; --microbatches, --pipeline-schedule gpipe|1f1b, --balance params|time)")
 

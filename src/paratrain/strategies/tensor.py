@@ -123,6 +123,7 @@ class TensorParallel(ProcessGroupStrategy):
 
     name = "tensor"
     shards_model = True
+    advise_specs = ("tensor",)
     description = ("tensor parallel: each pair of linear layers split column- then row-wise over DEGREE ranks "
                    "(one all-reduce per pair); tensor:DEGREE with more workers adds data parallelism")
 

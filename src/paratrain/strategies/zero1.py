@@ -26,6 +26,7 @@ class ZeroRedundancyDataParallel(DistributedDataParallelStrategy):
     supports_compression = False
     Options = StrategyOptions  # none of ddp's: its compression hooks are not combined with ZeRO here
     bench_specs = ()
+    advise_specs = ("zero1",)
     description = "ddp with the optimizer state split over the workers (ZeRO-1); less memory for Adam's state"
 
     def build_optimizer(self, model: torch.nn.Module, make: OptimizerFactory) -> torch.optim.Optimizer:
