@@ -23,27 +23,13 @@ from paratrain.errors import ConfigError
 
 
 def split_stages(shapes: list[LayerShape], count: int) -> list[list[LayerShape]]:
-    """Contiguous stages whose largest parameter count is as small as it can be."""
-    n = len(shapes)
-    prefix = [0]
-    for shape in shapes:
-        prefix.append(prefix[-1] + shape.parameters)
-    # best[k][i]: the smallest largest stage splitting the first i layers into k stages; cut[k][i]: its last cut.
-    best = [[float("inf")] * (n + 1) for _ in range(count + 1)]
-    cut = [[0] * (n + 1) for _ in range(count + 1)]
-    best[0][0] = 0
-    for k in range(1, count + 1):
-        for i in range(k, n + 1):
-            for j in range(k - 1, i):
-                largest = max(best[k - 1][j], prefix[i] - prefix[j])
-                if largest < best[k][i]:
-                    best[k][i], cut[k][i] = largest, j
-    stages, end = [], n
-    for k in range(count, 0, -1):
-        start = cut[k][end]
-        stages.append(shapes[start:end])
-        end = start
-    return stages[::-1]
+    """Contiguous stages whose largest parameter count is as small as it can be: the strategy's own
+    split (``--balance params``), so the prediction describes the stages a run builds."""
+    from paratrain.strategies.pipeline_split import balanced_split
+
+    starts = balanced_split([shape.parameters for shape in shapes], count)
+    ends = [*starts[1:], len(shapes)]
+    return [shapes[start:end] for start, end in zip(starts, ends)]
 
 
 def degrees(inputs: StepInputs, stages: int, what: str) -> int:
