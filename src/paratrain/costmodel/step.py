@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from paratrain.costmodel.calibration import Calibration, ComputeProfile
-from paratrain.costmodel.memory import FLOAT_BYTES, WORKER_BYTES, MemoryEstimate, full_model, replicated
+from paratrain.costmodel.memory import FLOAT_BYTES, WORKER_BYTES, MemoryEstimate, replicated
 from paratrain.costmodel.network import Network, comm_time
 from paratrain.launch.links import LOOPBACK
 
@@ -82,11 +82,6 @@ class StepInputs:
             return seconds
         loopback = comm_time(self.calibration, Network(LOOPBACK), collective, p, nbytes)
         return seconds + (inflation - 1.0) * min(loopback, seconds)
-
-    def base_memory(self) -> float:
-        """A worker with a full copy of the model: its process, parameters, gradients, optimizer
-        state, activations (costmodel/memory.py)."""
-        return full_model(self).total_bytes
 
     def setting(self, name: str, default: Any) -> Any:
         """The strategy's setting ``name`` (``default`` where the strategy does not declare it)."""

@@ -76,11 +76,6 @@ class ParallelDims:
         """Which slice of each split layer ``rank`` holds."""
         return self.coordinates(rank)[2]
 
-    @property
-    def model_parallel(self) -> int:
-        """Ranks that together hold one copy of the model."""
-        return self.pipeline * self.tensor
-
     def mesh(self, device_type: str, names: tuple[str, ...] = ("data", "pipeline", "tensor")):
         """A torch DeviceMesh over the world with one dimension per degree (needs the process group)."""
         from torch.distributed.device_mesh import init_device_mesh

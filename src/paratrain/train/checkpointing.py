@@ -101,9 +101,18 @@ def _save_sharded(run_dir: Path, worker: WorkerContext, strategy: Strategy, mode
     strategy.barrier()
 
 
-def read_checkpoint(run_dir: Path) -> dict[str, Any]:
-    """checkpoint.pt as written (whole, or the rest of a sharded one)."""
-    return load_torch(run_dir / rundir.CHECKPOINT_FILE)
+OWN_KEY = "own_rank_checkpoint"
+"""Where ``read_checkpoint`` puts this rank's own checkpoint file (or None), read once per resume."""
+
+
+def read_checkpoint(run_dir: Path, worker: WorkerContext, strategy: Strategy) -> dict[str, Any]:
+    """checkpoint.pt as written (whole, or the rest of a sharded one); on a rank other than 0 of a
+    strategy whose replicas differ, also that rank's own file, under ``OWN_KEY``."""
+    checkpoint = load_torch(run_dir / rundir.CHECKPOINT_FILE)
+    if strategy.replicas_differ and not worker.is_main:
+        path = run_dir / rundir.rank_checkpoint_file(worker.rank)
+        checkpoint[OWN_KEY] = load_torch(path) if path.is_file() else None
+    return checkpoint
 
 
 def restore_before_wrap(checkpoint: dict[str, Any], run_dir: Path, worker: WorkerContext, strategy: Strategy,
@@ -130,7 +139,7 @@ def restore_before_wrap(checkpoint: dict[str, Any], run_dir: Path, worker: Worke
     if checkpoint.get("strategy_name", strategy.name) == strategy.name:
         strategy.load_state_dict(checkpoint.get("strategy") or {})
     if strategy.replicas_differ and not worker.is_main:
-        _load_rank_model(run_dir, worker, model, strategy, checkpoint["state"]["epoch"])
+        _load_rank_model(checkpoint, worker, model, strategy)
 
 
 def restore_after_wrap(checkpoint: dict[str, Any], run_dir: Path, worker: WorkerContext, strategy: Strategy,
@@ -142,7 +151,7 @@ def restore_after_wrap(checkpoint: dict[str, Any], run_dir: Path, worker: Worker
     else:
         strategy.load_optimizer_state(optimizer, checkpoint["optimizer"])
         if strategy.replicas_differ and not worker.is_main:
-            own = _own_rank_checkpoint(run_dir, worker, checkpoint["state"]["epoch"])
+            own = _own_rank_checkpoint(checkpoint, worker)
             if own is not None:
                 optimizer.load_state_dict(own["optimizer"])
     if scheduler is not None and checkpoint["scheduler"] is not None:
@@ -198,40 +207,28 @@ def _dcp_load(state: dict[str, Any], folder: Path) -> None:
         dcp.load(state, checkpoint_id=str(folder), no_dist=not grouped)
 
 
-def _own_rank_checkpoint(run_dir: Path, worker: WorkerContext, epoch: int) -> dict[str, Any] | None:
+def _own_rank_checkpoint(checkpoint: dict[str, Any], worker: WorkerContext) -> dict[str, Any] | None:
     """This rank's own checkpoint when it belongs to the same epoch and world size as rank 0's."""
-    path = run_dir / rundir.rank_checkpoint_file(worker.rank)
-    saved = load_torch(path) if path.is_file() else None
-    if saved is None or saved.get("epoch") != epoch or saved.get("world_size") != worker.world_size:
+    saved = checkpoint.get(OWN_KEY)
+    if saved is None or saved.get("epoch") != checkpoint["state"]["epoch"] or saved.get("world_size") != worker.world_size:
         return None
     return saved
 
 
-def _load_rank_model(run_dir: Path, worker: WorkerContext, model: torch.nn.Module, strategy: Strategy,
-                     epoch: int) -> None:
+def _load_rank_model(checkpoint: dict[str, Any], worker: WorkerContext, model: torch.nn.Module,
+                     strategy: Strategy) -> None:
     """Continue this rank's own model from its checkpoint when it belongs to the same epoch and
     world size as rank 0's; otherwise (a crash between the writes, another world size) the rank
     goes on from rank 0's model and optimizer state, which the caller loads."""
-    saved = _own_rank_checkpoint(run_dir, worker, epoch)
+    saved = _own_rank_checkpoint(checkpoint, worker)
     if saved is None:
-        path = run_dir / rundir.rank_checkpoint_file(worker.rank)
-        found = load_torch(path) if path.is_file() else None
+        found = checkpoint.get(OWN_KEY)
         what = "none" if found is None else f"epoch {found.get('epoch')} of {found.get('world_size')} workers"
         log.warning("rank %d resumes from rank 0's model: its own checkpoint (%s) is not of epoch %d of %d "
-                    "workers", worker.rank, what, epoch, worker.world_size)
+                    "workers", worker.rank, what, checkpoint["state"]["epoch"], worker.world_size)
         return
     model.load_state_dict(saved["model"])
     strategy.load_state_dict(saved["strategy"])
-
-
-def load_sharded_model_state(folder: Path) -> dict[str, torch.Tensor]:
-    """The whole model's state dict from a sharded checkpoint, in this one process (no group)."""
-    from torch.distributed.checkpoint.format_utils import _EmptyStateDictLoadPlanner
-    import torch.distributed.checkpoint as dcp
-
-    state: dict[str, Any] = {}
-    dcp.load(state, checkpoint_id=str(folder), planner=_EmptyStateDictLoadPlanner(keys={"model"}), no_dist=True)
-    return state["model"]
 
 
 def save_model(run_dir: Path, state: dict[str, torch.Tensor], extra: dict[str, Any]) -> None:

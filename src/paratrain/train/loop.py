@@ -26,7 +26,7 @@ from paratrain.strategies import Strategy, WorkerContext, create_strategy
 from paratrain.strategies.step import StepContext
 from paratrain.train import interrupts, rundir
 from paratrain.train.autoprecision import PrecisionChoice, choose_precision, resumed_precision, share_from_rank0
-from paratrain.train.checkpoint import load_torch, save_json_atomic
+from paratrain.train.checkpoint import save_json_atomic
 from paratrain.train.checkpointing import (
     read_checkpoint,
     restore_after_wrap,
@@ -153,7 +153,9 @@ def run_training(config: FitConfig, worker: WorkerContext, source: Any, run_dir:
             log.warning(hint)
     spec = ModelSpec(config.model, tuple(data.feature_names), data.n_outputs)
     model = build_model(spec).to(worker.device)
-    choice = _resolve_precision(config, worker, run_dir, resume, model, data)
+    # Read once: the precision, both halves of the resume and the loop state come from it.
+    checkpoint = read_checkpoint(run_dir, worker, strategy) if resume else None
+    choice = _resolve_precision(config, worker, checkpoint, model, data)
     # From here on the config names the precision actually used (divergence hints read it).
     config = dataclasses.replace(config, train=dataclasses.replace(config.train, precision=choice.name))
     precision = Precision(choice.name, worker.device)
@@ -164,7 +166,6 @@ def run_training(config: FitConfig, worker: WorkerContext, source: Any, run_dir:
     optim_config = scaled_optim_config(config.optim, rate)
     # Order matters: sharding strategies replace the parameters (DTensors, a stage's share), so the
     # optimizer is built on what the strategy built, and a resume loads into that too.
-    checkpoint = read_checkpoint(run_dir) if resume else None
     if checkpoint is not None:
         restore_before_wrap(checkpoint, run_dir, worker, strategy, model)
     wrapped = strategy.wrap_model(model, worker)
@@ -247,7 +248,7 @@ def run_training(config: FitConfig, worker: WorkerContext, source: Any, run_dir:
     return summary
 
 
-def _resolve_precision(config: FitConfig, worker: WorkerContext, run_dir: Path, resume: bool,
+def _resolve_precision(config: FitConfig, worker: WorkerContext, checkpoint: dict[str, Any] | None,
                        model: torch.nn.Module, data: PreparedData) -> PrecisionChoice:
     """The run's precision: as configured, kept from the run being resumed, or (auto) measured
     by rank 0 and shared with every rank; rank 0 logs it in one line."""
@@ -255,7 +256,7 @@ def _resolve_precision(config: FitConfig, worker: WorkerContext, run_dir: Path, 
     if config.train.precision != "auto":
         return choose_precision(config, model, data.x_train, data.y_train, make_loss(data.task), make_optimizer)
     # Every rank reads rank 0's checkpoint when resuming: all find the same earlier choice (or none).
-    choice = resumed_precision(config, load_torch(run_dir / rundir.CHECKPOINT_FILE).get("state", {})) if resume else None
+    choice = resumed_precision(config, checkpoint.get("state", {})) if checkpoint is not None else None
     if choice is None:
         mine = (choose_precision(config, model, data.x_train, data.y_train, make_loss(data.task), make_optimizer)
                 if worker.is_main else None)
