@@ -370,7 +370,7 @@ def run() -> None:
     reports as a failed job."""
     status = main()
     if "torch.distributed" in sys.modules:  # only then can this be a torchrun rank that trained
-        from paratrain.launch.env import under_torchrun
+        from paratrain.launch.torchrun_env import under_torchrun
         from paratrain.launch.lifeline import exit_now
 
         if under_torchrun():

@@ -3,20 +3,12 @@
 from __future__ import annotations
 
 import datetime
-import os
 
 import torch
 import torch.distributed as dist
 
+from paratrain.launch.resources import usable_cores
 from paratrain.strategies import WorkerContext
-
-TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
-
-
-def under_torchrun() -> bool:
-    """True when torchrun (or another env:// launcher) started this process."""
-    return all(name in os.environ for name in TORCHRUN_VARIABLES)
-
 
 def pick_device(requested: str, local_rank: int) -> torch.device:
     """CUDA when asked for (or 'auto' and present), one GPU per local rank; else CPU."""
@@ -41,8 +33,7 @@ def pick_device(requested: str, local_rank: int) -> torch.device:
 
 def default_threads(workers_on_this_machine: int) -> int:
     """Split the cores between the workers: more threads than cores thrash (seen: 7x slower)."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, cores // max(1, workers_on_this_machine))
+    return max(1, usable_cores() // max(1, workers_on_this_machine))
 
 
 def init_process_group(

@@ -33,6 +33,7 @@ import torch
 import torch.distributed as dist
 
 from paratrain.errors import ConfigError
+from paratrain.launch.torchrun_env import torchrun_env
 from paratrain.strategies.base import ProcessGroupStrategy, WorkerContext
 
 SHM_PREFIX = "paratrain-hogwild-"
@@ -72,11 +73,11 @@ def _create_private(path: str, size_bytes: int) -> None:
 
 def check_one_machine() -> None:
     """Refuse a torchrun job that spans several machines: memory is shared on one only."""
-    world, local = os.environ.get("WORLD_SIZE"), os.environ.get("LOCAL_WORLD_SIZE")
-    if world is not None and local is not None and world != local:
+    env = torchrun_env()
+    if env is not None and env.spans_machines:
         raise ConfigError(
             f"strategy='hogwild' shares parameters through memory on one machine, but this job has "
-            f"WORLD_SIZE={world} processes with LOCAL_WORLD_SIZE={local} per machine; "
+            f"WORLD_SIZE={env.world_size} processes with LOCAL_WORLD_SIZE={env.local_world_size} per machine; "
             "run it on one machine, or use --strategy async or ddp across machines"
         )
 

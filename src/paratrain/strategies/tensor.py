@@ -237,7 +237,7 @@ class TensorParallel(ProcessGroupStrategy):
 def _local_workers(options: "ParallelConfig | None") -> int | None:
     """The world size the config gives, or None where it does not know it (no config; under
     torchrun, where torchrun's environment says how many processes there are)."""
-    from paratrain.launch.env import under_torchrun
+    from paratrain.launch.torchrun_env import under_torchrun
 
     return options.workers if options is not None and not under_torchrun() else None
 

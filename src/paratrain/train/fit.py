@@ -19,7 +19,8 @@ from paratrain.config import FitConfig
 from paratrain.data.prepare import fit_encoder, load_frame
 from paratrain.data.split import shard_indices
 from paratrain.errors import ConfigError
-from paratrain.launch.env import default_threads, under_torchrun
+from paratrain.launch.env import default_threads
+from paratrain.launch.torchrun_env import torchrun_env, under_torchrun
 from paratrain.launch.links import parse_link
 from paratrain.launch.resources import available_memory_bytes, check_worker_resources, usable_cores
 from paratrain.strategies import strategy_class
@@ -151,7 +152,8 @@ def _check_resumable(run_dir: Path) -> None:
 
 def _is_dispatcher() -> bool:
     """The process that holds the run directory's lock: this one, or rank 0 under torchrun."""
-    return not under_torchrun() or os.environ["RANK"] == "0"
+    env = torchrun_env()
+    return env is None or env.is_main
 
 
 def _dispatch(config: FitConfig, source: Any, run_dir: Path, resume: bool, callbacks: tuple = (),
@@ -190,13 +192,12 @@ def _run_workers(config: FitConfig, source: Any, run_dir: Path, resume: bool, ca
     from paratrain.launch.worker import WorkerJob, run_worker
 
     workers = _world_size(config)
-    local_workers = int(os.environ.get("LOCAL_WORLD_SIZE", "1")) if under_torchrun() else workers
-    threads = config.parallel.threads or default_threads(local_workers)
+    env = torchrun_env()
+    threads = config.parallel.threads or default_threads(env.local_world_size if env else workers)
     job = WorkerJob(config, source, run_dir, resume, threads, callbacks)
     needs_group = strategy_class(config.parallel.strategy).needs_process_group
-    if under_torchrun():
-        env = os.environ
-        summary = run_worker(job, int(env["RANK"]), int(env["WORLD_SIZE"]), int(env["LOCAL_RANK"])) or {}
+    if env is not None:
+        summary = run_worker(job, env.rank, env.world_size, env.local_rank) or {}
     elif needs_group and workers > 1:
         from paratrain.launch.local import launch_local
 
@@ -219,9 +220,8 @@ def _run_one_rank_group(job) -> dict:
 
 
 def _world_size(config: FitConfig) -> int:
-    if under_torchrun():
-        return int(os.environ["WORLD_SIZE"])
-    return config.parallel.workers
+    env = torchrun_env()
+    return env.world_size if env is not None else config.parallel.workers
 
 
 def _absolute(path: str | None) -> str | None:
@@ -276,7 +276,7 @@ def _new_run_dir(config: FitConfig) -> tuple[Path, Path | None]:
         run_dir = Path(config.output.out)
     elif under_torchrun():
         # Every rank must agree on the directory without talking: derive it from the job id.
-        run_dir = Path("runs") / f"torchrun-{os.environ.get('TORCHELASTIC_RUN_ID', 'job')}"
+        run_dir = Path("runs") / f"torchrun-{torchrun_env().run_id or 'job'}"
     else:
         run_dir = rundir.default_run_dir(config.parallel.strategy)
     created = None
@@ -292,7 +292,7 @@ def _new_run_dir(config: FitConfig) -> tuple[Path, Path | None]:
 
 
 def _is_main() -> bool:
-    return os.environ.get("RANK", "0") == "0"
+    return _is_dispatcher()
 
 
 def process_start_time(pid: int | str = "self") -> float | None:
@@ -314,11 +314,12 @@ def process_start_time(pid: int | str = "self") -> float | None:
 def _start_time(given: float | None) -> float:
     if given is not None:
         return given
-    if not under_torchrun():
+    env = torchrun_env()
+    if env is None:
         return time.time()
-    # A torchrun rank is a child of torchrun's agent on this machine (TORCHELASTIC_RUN_ID is
-    # set by it): count from the agent's start, which is the command's; else from the rank's own.
-    agent = process_start_time(os.getppid()) if "TORCHELASTIC_RUN_ID" in os.environ else None
+    # A torchrun rank is a child of torchrun's agent on this machine: count from the agent's
+    # start, which is the command's; else from the rank's own.
+    agent = process_start_time(os.getppid()) if env.has_agent else None
     return agent or process_start_time() or time.time()
 
 
