@@ -301,6 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
     from paratrain.costmodel.cli import add_parsers as add_costmodel_parsers
     from paratrain.curvefit.cli import add_parser as add_curvefit_parser
     from paratrain.infer.cli import add_parsers as add_infer_parsers
+    from paratrain.launch.cli import add_parser as add_launch_parser
     from paratrain.tune.cli import add_parsers as add_tune_parsers
 
     add_curvefit_parser(commands)
@@ -308,6 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_tune_parsers(commands)
     add_bench_parsers(commands)
     add_infer_parsers(commands)
+    add_launch_parser(commands)
     return parser
 
 
