@@ -43,6 +43,24 @@ def add_parsers(commands) -> None:
     advise.add_argument("--json", action="store_true", help="print JSON instead of the table")
     advise.set_defaults(handler=cmd_advise)
 
+    netcheck = commands.add_parser(
+        "netcheck", help="time the network between the workers and compare it with a calibration or --bandwidth",
+        description="Time all-reduce and send/recv over 1 KiB..64 MiB among the workers (local processes, or one "
+        "per machine under torchrun / paratrain launch), fit latency and bandwidth as calibrate does, and say "
+        "whether a 4 MiB all-reduce takes what the calibration or advise's --bandwidth/--latency predict.",
+        epilog="example (on each of 2 machines): paratrain launch --nnodes 2 --node-rank R --master 10.0.0.1:29400 "
+        "-- netcheck --bandwidth 10gbit --latency 50us")
+    netcheck.add_argument("--workers", default="2", help="local worker processes (ignored under torchrun); default 2")
+    netcheck.add_argument("--link", default="loopback", help="loopback, or an emulated link such as 100mbit (root)")
+    netcheck.add_argument("--seconds", type=float, default=20.0, help="time to spend measuring (20)")
+    netcheck.add_argument("--calibration", metavar="JSON", help="a calibrate file to compare with")
+    netcheck.add_argument("--calibration-link", metavar="LINK",
+                          help="which of the calibration's links to compare with (default: --link)")
+    netcheck.add_argument("--bandwidth", help="the rate advise is given between machines, e.g. 10gbit")
+    netcheck.add_argument("--latency", help="the latency advise is given, e.g. 50us (default 50us)")
+    netcheck.add_argument("--json", metavar="FILE", help="also write the measurement and comparison as JSON")
+    netcheck.set_defaults(handler=cmd_netcheck)
+
 
 def _model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", metavar="YAML", help="the run's config (data, model, batch size, optimizer)")
@@ -161,3 +179,57 @@ def cmd_advise(args: argparse.Namespace) -> int:
             print("(from a quick probe of one process; `paratrain calibrate` measures the collectives and "
                   "concurrent workers)")
     return 0
+
+
+def cmd_netcheck(args: argparse.Namespace) -> int:
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    from paratrain.costmodel.calibration import load_calibration
+    from paratrain.costmodel.netcheck import compare, describe, measure_network
+    from paratrain.costmodel.network import Network, as_network, collective_fit, parse_bandwidth, parse_latency
+    from paratrain.errors import ConfigError
+    from paratrain.launch.links import parse_link
+    from paratrain.launch.torchrun_env import under_torchrun
+    from paratrain.train.checkpoint import save_json_atomic
+    from paratrain.train.rundir import output_error
+
+    workers = _positive_int("workers", args.workers, minimum=2)
+    link = parse_link(args.link)
+    if not 2 <= args.seconds <= 600:
+        raise ConfigError(f"seconds={args.seconds!r} must be between 2 and 600")
+    if args.latency is not None and args.bandwidth is None:
+        raise ConfigError("--latency describes the network of --bandwidth: give --bandwidth too")
+    # Every input is checked before any process starts.
+    calibration = load_calibration(args.calibration) if args.calibration else None
+    expected = []
+    if calibration is not None:
+        name = args.calibration_link or link.name
+        if name not in calibration.collectives:
+            measured = ", ".join(sorted(calibration.collectives)) or "none"
+            raise ConfigError(f"calibration-link={name!r}: {args.calibration} has no collectives timed on it "
+                              f"(it has: {measured}); give --calibration-link with one of those")
+        expected.append((collective_fit(calibration, as_network(name), "all_reduce"), f"{args.calibration} ({name})"))
+    if args.bandwidth is not None:
+        rate = parse_bandwidth(args.bandwidth)
+        latency = parse_latency(args.latency) if args.latency is not None else None
+        network = Network(args.bandwidth, rate / 8, latency, shared_machine=False)
+        expected.append((collective_fit(calibration, network, "all_reduce"), f"advise --bandwidth {args.bandwidth}"))
+    if under_torchrun() and link.emulated:
+        raise ConfigError(f"link={link.name!r} emulates hosts for workers this command starts, but torchrun started "
+                          "them: their network is real; drop --link")
+    check = measure_network(workers, args.seconds, link)
+    if check is None:  # a torchrun rank other than 0: rank 0 reports
+        return 0
+    lines = describe(check)
+    comparisons = {}
+    for fit, source in expected:
+        more = compare(check, fit, source)
+        comparisons[source] = more
+        lines += more
+    print("\n".join(lines))
+    if args.json:
+        try:
+            save_json_atomic({**check.to_dict(), "comparisons": comparisons}, args.json)
+        except OSError as exc:
+            raise output_error("netcheck result", args.json, exc) from None
+    return 0
+

@@ -35,9 +35,12 @@ class CalibrationJob:
     workload: Workload | None = None
     compute_repeats: int = 8
     end: float | None = None
+    """Unix time by which the compute part must be done (repeats are cut to fit)."""
     strategy_steps: int = 0
     """Steps to time of every contender's real strategy (0: none); see strategy_steps.py."""
-    """Unix time by which the compute part must be done (repeats are cut to fit)."""
+    measure_s: float | None = None
+    """When set, the collectives may take this long from the moment the group is up (``deadline`` is
+    then ignored): a budget that does not shrink with a slow start of the processes."""
 
     @property
     def timeout_s(self) -> float:
@@ -56,7 +59,8 @@ class CalibrationJob:
         init_process_group(ctx, self.timeout_s, store)
         try:
             result: dict = {"workers": world_size, "threads": self.threads}
-            result["collectives"] = self._collectives(rank, world_size)
+            deadline = self.deadline if self.measure_s is None else time.time() + self.measure_s
+            result["collectives"] = self._collectives(rank, world_size, deadline)
             if self.workload is not None:
                 result["compute"] = self._compute(rank, world_size)
             return result if rank == 0 else None
@@ -69,13 +73,14 @@ class CalibrationJob:
         dist.broadcast(flag, src=0)
         return bool(flag.item())
 
-    def _collectives(self, rank: int, world_size: int) -> dict[str, list[list[float]]]:
+    def _collectives(self, rank: int, world_size: int, deadline: float) -> dict[str, list[list[float]]]:
         points: dict[str, list[list[float]]] = {name: [] for name in COLLECTIVES}
         last_seconds = 0.0
         for nbytes in self.sizes:
             # Sizes grow 4x; so does (about) the time. Stop when the next size would not fit.
             expected = last_seconds * 4 * (self.repeats + 1) * len(COLLECTIVES) * 2
-            if not self._agree(rank, time.time() + expected < self.deadline):
+            # Rank 0's clock decides for all (every rank must enter the same collectives).
+            if not self._agree(rank, time.time() + expected < deadline):
                 break
             numel = max(1, nbytes // 4)
             tensor = torch.ones(numel)
