@@ -24,8 +24,9 @@ def add_parser(subparsers: Any) -> None:
     )
     launch.add_argument("--nnodes", default="1", help="machines in the job: N, or MIN:MAX to go on with fewer (1)")
     launch.add_argument("--node-rank", type=int, help="this machine's rank, 0 to N-1 (0 hosts the rendezvous)")
-    launch.add_argument("--master", metavar="HOST:PORT", help="address of node 0's rendezvous, reachable from every node "
-                        "(with --emit: chosen by the scheduler; give '$MASTER:PORT' to pick the port, default 29400)")
+    launch.add_argument("--master", metavar="HOST:PORT",
+                        help="address of node 0's rendezvous, reachable from every node (with --emit: chosen by the "
+                        "scheduler; give '$MASTER:PORT' to pick the port, default 29400)")
     launch.add_argument("--nproc-per-node", type=int, default=1, help="worker processes on each machine (1)")
     launch.add_argument("--interface", metavar="IF",
                         help="network interface to bind (default: the one that routes to --master)")

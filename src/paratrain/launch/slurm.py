@@ -21,7 +21,6 @@ from paratrain.launch.emitted import (
     SCHEDULED_MASTER_HOST,
     NodeResources,
     rdzv_conf,
-    threads_per_worker,
     write_emitted,
 )
 from paratrain.launch.launch_config import LaunchConfig
@@ -103,7 +102,7 @@ def slurm_script(config: LaunchConfig, options: SlurmOptions) -> str:
     command = shlex.join(config.command)
 
     return f"""#!/bin/bash
-# Slurm batch script written by `paratrain launch --emit slurm`. Submit it with: sbatch {options.job_name}.sh
+# Slurm batch script written by `paratrain launch --emit slurm`. Submit it with: sbatch THIS_FILE
 #
 # Slurm gives the job {config.nnodes} node(s) and runs one task on each. Every task starts one torchrun
 # agent; the agent starts {nproc} paratrain worker(s) on its node. The agents meet at torchrun's c10d
