@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -19,8 +20,9 @@ from paratrain.launch.slurm import SlurmOptions, slurm_script, submit_sbatch
 from tests.conftest import assert_states_close, model_state, run_cli
 
 REPO = Path(__file__).resolve().parents[2]
+# --threads 1: both runs alike, and 2 agents on this machine's cores do not oversubscribe them.
 FIT = ["fit", "--target", "y", "--strategy", "ddp", "--hidden", "16", "--epochs", "2", "--precision", "fp32",
-       "--quiet"]
+       "--threads", "1", "--quiet"]
 
 
 @pytest.fixture(scope="session")
@@ -78,7 +80,11 @@ def test_submit_without_sbatch_says_what_to_do(tmp_path, monkeypatch):
 def test_sbatch_job_of_two_agents_trains_like_two_local_workers(tmp_path, regression_csv, slurm_cluster,
                                                                 monkeypatch):
     script = tmp_path / "job.sh"
+    with socket.socket() as probe:  # a free port for the rendezvous, not the default one other jobs may hold
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
     emitted = run_cli("launch", "--emit", "slurm", "--nnodes", "2", "--nproc-per-node", "1", "--cpus-per-node", "1",
+                      "--master", f"$MASTER:{port}",
                       "--job-name", "paratrain-test", "--output", str(script), "--",
                       *FIT, "--data", str(regression_csv), "--out", str(tmp_path / "slurm"))
     assert emitted.returncode == 0, emitted.stderr
@@ -99,3 +105,15 @@ def test_sbatch_job_of_two_agents_trains_like_two_local_workers(tmp_path, regres
                     timeout=300)
     assert local.returncode == 0, local.stderr
     assert_states_close(model_state(tmp_path / "slurm"), model_state(tmp_path / "local"), atol=1e-6)
+
+    # --submit writes the script, submits it and prints the job id, which Slurm knows.
+    submitted = run_cli("launch", "--emit", "slurm", "--submit", "--output", str(tmp_path / "demo.sh"),
+                        "--job-name", "paratrain-submit", "--", "fit", "--demo", "--out", str(tmp_path / "demo"),
+                        cwd=tmp_path)
+    assert submitted.returncode == 0 and submitted.stdout.strip().isdigit(), submitted.stderr
+    job_id = submitted.stdout.strip()
+    try:
+        shown = subprocess.run(["scontrol", "show", "job", job_id], capture_output=True, text=True, timeout=30)
+        assert "JobName=paratrain-submit" in shown.stdout, shown.stdout + shown.stderr
+    finally:
+        subprocess.run(["scancel", job_id], capture_output=True, timeout=30)
