@@ -24,7 +24,9 @@ def add_parser(subparsers: Any) -> None:
     )
     launch.add_argument("--nnodes", default="1", help="machines in the job: N, or MIN:MAX to go on with fewer (1)")
     launch.add_argument("--node-rank", type=int, help="this machine's rank, 0 to N-1 (0 hosts the rendezvous)")
-    launch.add_argument("--master", metavar="HOST:PORT", help="address of node 0's rendezvous, reachable from every node")
+    launch.add_argument("--master", metavar="HOST:PORT",
+                        help="address of node 0's rendezvous, reachable from every node (with --emit: chosen by the "
+                        "scheduler; give '$MASTER:PORT' to pick the port, default 29400)")
     launch.add_argument("--nproc-per-node", type=int, default=1, help="worker processes on each machine (1)")
     launch.add_argument("--interface", metavar="IF",
                         help="network interface to bind (default: the one that routes to --master)")
@@ -54,13 +56,20 @@ def add_parser(subparsers: Any) -> None:
 
 def launch_config(args: argparse.Namespace):
     """The LaunchConfig that the flags describe (errors name the flag)."""
+    from paratrain.errors import ConfigError
+    from paratrain.launch.emitted import DEFAULT_RDZV_PORT, SCHEDULED_MASTER_HOST
     from paratrain.launch.launch_config import LaunchConfig
 
     command = list(args.worker_command)
     if command[:1] == ["--"]:
         command = command[1:]
+    if args.emit and args.node_rank is not None:
+        raise ConfigError(f"--node-rank {args.node_rank} does not go with --emit {args.emit}: the scheduler numbers "
+                          "the nodes; leave --node-rank out")
     node_rank = args.node_rank if args.node_rank is not None else (None if args.emit else 0)
-    master = args.master or ("" if not args.emit else "$MASTER:29400")
+    # With --emit the scheduler places the rendezvous (Slurm: the first node; Kubernetes: the master pod);
+    # "$MASTER:PORT" says so and still lets the port be chosen.
+    master = args.master or ("" if not args.emit else f"{SCHEDULED_MASTER_HOST}:{DEFAULT_RDZV_PORT}")
     return LaunchConfig(nnodes=args.nnodes, node_rank=node_rank, master=master, command=tuple(command),
                         nproc_per_node=args.nproc_per_node, interface=args.interface,
                         max_restarts=args.max_restarts, run_id=args.run_id, rdzv_timeout_s=args.rdzv_timeout)
