@@ -193,7 +193,7 @@ def _run_workers(config: FitConfig, source: Any, run_dir: Path, resume: bool, ca
 
     workers = _world_size(config)
     env = torchrun_env()
-    threads = config.parallel.threads or default_threads(env.local_world_size if env else workers)
+    threads = config.parallel.threads or _torchrun_threads(env) or default_threads(env.local_world_size if env else workers)
     job = WorkerJob(config, source, run_dir, resume, threads, callbacks)
     needs_group = strategy_class(config.parallel.strategy).needs_process_group
     if env is not None:
@@ -208,6 +208,14 @@ def _run_workers(config: FitConfig, source: Any, run_dir: Path, resume: bool, ca
     else:
         summary = run_worker(job, 0, 1, 0) or {}
     return summary
+
+
+def _torchrun_threads(env) -> int | None:
+    """Under torchrun, OMP_NUM_THREADS when the launcher set it: torchrun sets 1 for several workers per
+    node, and a scheduler's script sets each agent's share; cores // local workers would let two agents
+    placed on one machine (two Slurm tasks on one node) each take every core."""
+    text = os.environ.get("OMP_NUM_THREADS", "") if env is not None else ""
+    return int(text) if text.isdigit() and int(text) > 0 else None
 
 
 def _run_one_rank_group(job) -> dict:
