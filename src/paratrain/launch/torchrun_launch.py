@@ -28,6 +28,8 @@ import errno
 import logging
 import math
 import os
+import socket
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
@@ -152,6 +154,8 @@ def run_torchrun(config: LaunchConfig) -> int:
     log.info("node %s: interface %s, address %s, rendezvous at %s:%s", config.node_rank, network.interface,
              network.address, network.master_address, config.master_port)
     with _rendezvous_store(config, network), _environment(env):
+        if config.node_rank != 0:
+            _wait_for_rendezvous(config, network.master_address)
         return _run_agent(argv, config.master, config.rdzv_timeout_s)
 
 
@@ -178,6 +182,27 @@ def _rendezvous_store(config: LaunchConfig, network: NodeNetwork) -> Iterator[No
         yield
     finally:
         del store  # stops the server
+
+
+def _wait_for_rendezvous(config: LaunchConfig, address: str, poll_s: float = 0.5) -> None:
+    """Wait, quietly, until node 0's rendezvous store takes connections.
+
+    A node may be started before node 0. torchrun's store client would wait too, but prints
+    a C++ stack trace for every failed try; a plain connection (opened and closed at once,
+    which the store ignores) says nothing until it succeeds or the time is up.
+    """
+    deadline = time.monotonic() + config.rdzv_timeout_s
+    while True:
+        try:
+            with socket.create_connection((address, config.master_port), timeout=max(0.1, min(5.0, poll_s * 4))):
+                return
+        except OSError as exc:
+            if time.monotonic() + poll_s >= deadline:
+                raise LaunchError(f"--master {config.master}: node 0's rendezvous store did not answer within "
+                                  f"--rdzv-timeout {config.rdzv_timeout_s:g} s ({exc.strerror or exc}); start node 0 "
+                                  "(paratrain launch --node-rank 0 ...) and check that this machine reaches that "
+                                  "address and port") from None
+        time.sleep(poll_s)
 
 
 @contextlib.contextmanager
