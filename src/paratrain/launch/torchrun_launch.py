@@ -41,7 +41,6 @@ from paratrain.launch.store import HOST_ADDRESS_VARIABLE
 log = logging.getLogger(__name__)
 
 
-
 class LaunchError(ParatrainError, RuntimeError):
     """This node could not join the job: names the stage and torchrun's reason."""
 
@@ -68,6 +67,9 @@ def node_network(config: LaunchConfig) -> NodeNetwork:
     if master_address is None:
         raise ConfigError(f"--master {config.master}: the host {config.master_host!r} does not resolve to an "
                           "IPv4 address on this machine; give node 0's address (e.g. 10.0.0.1:29400)")
+    if master_address == "0.0.0.0":
+        raise ConfigError(f"--master {config.master}: give node 0's address that the other machines reach, "
+                          "not the wildcard address (the rendezvous listens on that one address only)")
     if config.interface is not None:
         interface = config.interface
         if interface not in interfaces.interface_names():
@@ -149,6 +151,9 @@ def run_torchrun(config: LaunchConfig) -> int:
     """
     from paratrain.launch.resources import usable_cores
 
+    if config.node_rank is None:
+        raise ConfigError("node_rank=None: starting a node needs its rank (--node-rank), 0 on the machine at "
+                          "--master; only --emit leaves it to the scheduler")
     network = node_network(config)
     argv, env = torchrun_invocation(config, network, os.environ, usable_cores())
     log.info("node %s: interface %s, address %s, rendezvous at %s:%s", config.node_rank, network.interface,
