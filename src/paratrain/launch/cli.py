@@ -77,7 +77,16 @@ def launch_config(args: argparse.Namespace):
 
 def run_launch(args: argparse.Namespace) -> int:
     """Start the torchrun agent of this node, or write (and submit) a scheduler's job."""
+    from paratrain.errors import ConfigError
+
+    if not args.emit and not args.master:
+        raise ConfigError("--master HOST:PORT is needed to start a node: node 0's address and a free port for "
+                          "the rendezvous, the same on every node (e.g. --master 10.0.0.1:29400)")
     config = launch_config(args)
+    if not args.emit and args.node_rank is None and config.max_nodes > 1:
+        # Defaulting to 0 would make every machine try to host the rendezvous.
+        raise ConfigError(f"--node-rank is needed with --nnodes {config.nnodes}: 0 on the machine at --master "
+                          "(it hosts the rendezvous), 1, 2, ... on the others")
     if args.emit == "slurm":
         from paratrain.launch.slurm import emit_slurm
 

@@ -8,6 +8,8 @@ import torch
 import torch.distributed as dist
 
 from paratrain.launch.resources import usable_cores
+from paratrain.launch.store import torchrun_worker_store
+from paratrain.launch.torchrun_env import torchrun_env
 from paratrain.strategies import WorkerContext
 
 def pick_device(requested: str, local_rank: int) -> torch.device:
@@ -39,9 +41,16 @@ def default_threads(workers_on_this_machine: int) -> int:
 def init_process_group(
     ctx: WorkerContext, timeout_s: float, store: "dist.Store | None" = None
 ) -> None:
-    """Join the job's process group: gloo on CPU, NCCL on CUDA; every wait bounded by timeout_s."""
+    """Join the job's process group: gloo on CPU, NCCL on CUDA; every wait bounded by timeout_s.
+
+    Without a ``store``: under torchrun, one whose server on rank 0 listens on MASTER_ADDR only
+    (launch/store.py torchrun_worker_store), where it can; else torch's env:// store.
+    """
     backend = "nccl" if ctx.device.type == "cuda" else "gloo"
     timeout = datetime.timedelta(seconds=timeout_s)
+    if store is None:
+        env = torchrun_env()
+        store = torchrun_worker_store(env, timeout_s) if env is not None else None
     if store is None:
         dist.init_process_group(backend, rank=ctx.rank, world_size=ctx.world_size, timeout=timeout)
     else:

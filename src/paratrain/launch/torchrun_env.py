@@ -40,6 +40,9 @@ class TorchrunEnv:
     """How many times the agent restarted the workers (TORCHELASTIC_RESTART_COUNT): > 0 means this
     process replaces one that failed, and the run directory it finds is its own run's."""
     max_restarts: int = 0
+    agent_hosts_store: bool = False
+    """The agent shares its rendezvous store with the workers (TORCHELASTIC_USE_AGENT_STORE): every
+    rank is its client. Else global rank 0 hosts the process group's store at MASTER_ADDR:MASTER_PORT."""
 
     @classmethod
     def read(cls, environ: Mapping[str, str] | None = None) -> "TorchrunEnv | None":
@@ -57,6 +60,7 @@ class TorchrunEnv:
             run_id=env.get("TORCHELASTIC_RUN_ID"),
             restart_count=int(env.get("TORCHELASTIC_RESTART_COUNT", "0")),
             max_restarts=int(env.get("TORCHELASTIC_MAX_RESTARTS", "0")),
+            agent_hosts_store=env.get("TORCHELASTIC_USE_AGENT_STORE") == "True",
         )
 
     @property
