@@ -24,7 +24,7 @@ examples:
   paratrain curvefit --formula "a*exp(-k*t)+c" --data d.csv --target y --bounds "k=0:inf" --json
   paratrain curvefit --formula "A*exp(-k*t)" --data d.csv --target y --group-by batch --out fits.csv
   paratrain curvefit --family auto --data d.csv --target y --plot best.png
-  python -m torch.distributed.run --standalone --nproc-per-node 2 -m paratrain curvefit --formula "a*exp(-k*t)" \
+  python -m torch.distributed.run --standalone --nproc-per-node 2 -m paratrain curvefit --formula "a*exp(-k*t)" \\
       --data big.csv
 
 names in the formula that are columns of the data are variables; every other name
