@@ -94,6 +94,7 @@ class FitSpec:
 
     @classmethod
     def of(cls, problem: Problem, settings) -> FitSpec:
+        """The spec of a whole-table problem, to fit with ``settings``."""
         model = problem.model
         return cls(model.formula.text, model.param_names, model.variables, problem.target, problem.p0,
                    problem.lower, problem.upper, settings, int(problem.data.X.shape[1]), problem.starts)
@@ -144,6 +145,7 @@ def shard_bounds(n_rows: int, rank: int, world_size: int) -> tuple[int, int]:
 
 
 def check_rows(n_rows: int, workers: int) -> None:
+    """Every rank needs rows of its own (two, so that no slice is a single point)."""
     if n_rows < 2 * workers:
         raise ConfigError(f"workers={workers} needs at least {2 * workers} rows; the data has {n_rows}")
 
@@ -156,14 +158,14 @@ def fit_distributed(problem: Problem, settings, workers: int) -> tuple[Solution,
 
     check_rows(int(problem.data.X.shape[1]), workers)
     threads = settings.threads or default_threads(workers)
-    job_spec = FitSpec.of(problem, replace(settings, threads=threads))
+    spec = FitSpec.of(problem, replace(settings, threads=threads))
     # A 0700 folder for the rows; the launcher puts its own files in it too and removes it,
     # and its workers remove it when this process is killed.
     folder = make_scratch("curvefit")
     try:
         for name, tensor in zip(_ARRAYS, (problem.data.X, problem.data.y, problem.data.w)):
             np.save(folder / f"{name}.npy", tensor[0].numpy())
-        result = launch_local(CurveFitJob(job_spec, folder, threads), workers, scratch=folder)
+        result = launch_local(CurveFitJob(spec, folder, threads), workers, scratch=folder)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     return decode_solution(result["solution"])
@@ -181,7 +183,7 @@ def fit_under_torchrun(problem: Problem, settings, env) -> tuple[Solution, torch
 
     n_rows = int(problem.data.X.shape[1])
     check_rows(n_rows, env.world_size)
-    job_spec = FitSpec.of(problem, replace(settings, threads=settings.threads or default_threads(env.local_world_size)))
+    spec = FitSpec.of(problem, replace(settings, threads=settings.threads or default_threads(env.local_world_size)))
     lo, hi = shard_bounds(n_rows, env.rank, env.world_size)
     data = problem.data
     shard = FitData(data.X[:, lo:hi].clone(), data.y[:, lo:hi].clone(), data.w[:, lo:hi].clone())
@@ -193,7 +195,7 @@ def fit_under_torchrun(problem: Problem, settings, env) -> tuple[Solution, torch
         init_process_group(ctx, TIMEOUT_S)  # env://: torchrun's MASTER_ADDR and MASTER_PORT
         group = None
     try:
-        result = fit_rank(job_spec, shard, env.rank, env.world_size, group)
+        result = fit_rank(spec, shard, env.rank, env.world_size, group)
         dist.barrier(group=group)  # leave together (see CurveFitJob.run)
     finally:
         dist.destroy_process_group(group)  # the fit's own group, or the default one it joined
