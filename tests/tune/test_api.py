@@ -79,9 +79,9 @@ def test_trials_skip_checkpoints_unless_asked(tiny_csv, fixed, expected):
 @pytest.mark.timeout(180)
 def test_fewer_trials_than_parallel_slots_get_every_core(tmp_path, tiny_csv):
     """One trial with --parallel 2: one slot with all the cores, not two slots of which one idles."""
-    import os
+    from paratrain.launch.resources import usable_cores
 
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cores = usable_cores()
     log = io.StringIO()
     result = tune(data=tiny_csv, target="y", model="mlp", sampler="random", trials=1, parallel=2,
                   out=tmp_path / "one", retrain=False, fixed={"epochs": 1, "hidden": [8], "batch_size": 32},

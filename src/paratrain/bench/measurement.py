@@ -23,6 +23,7 @@ from typing import Any, Callable
 
 from paratrain.bench.contenders import REFERENCE, BenchRow, check_workers, parse_contenders
 from paratrain.errors import ConfigError
+from paratrain.launch.resources import usable_cores
 
 Progress = Callable[[str, dict[str, Any]], None]
 """Called with an event name ('start', 'run', 'done') and its figures."""
@@ -181,7 +182,7 @@ def run_row(config: BenchConfig, row: BenchRow, rep: int, out: Path) -> RunRecor
     from paratrain.config import FitConfig
 
     fields = {**config.fit, "seed": config.seed + rep, "checkpoint_every": 0, "verbosity": 0, "out": str(out),
-              "threads": max(1, _cores() // row.workers), **row.fields}
+              "threads": max(1, usable_cores() // row.workers), **row.fields}
     if row.kind == "reference":
         fields.pop("link", None)
         fields["workers"] = 1  # the job below launches the workers itself
@@ -226,10 +227,6 @@ def _check_links(links: list[str]) -> None:
         if link.emulated:
             check_can_emulate(link)
             return  # one check covers every rate
-
-
-def _cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 __all__ = ["REFERENCE", "BenchConfig", "RunRecord", "TrainingBudget", "measure", "run_row"]

@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 from paratrain.bench.analysis import Validation, validations
 from paratrain.bench.training import Progress, _stderr, environment
 from paratrain.errors import ConfigError
+from paratrain.launch.resources import usable_cores
 
 if TYPE_CHECKING:
     from paratrain.bench.contenders import BenchRow
@@ -195,7 +196,7 @@ class Contender:
 
 def build_contenders(config: StrategyBenchConfig) -> list[Contender]:
     """The rows config.contenders asks for, in the order given there."""
-    cores = _cores()
+    cores = usable_cores()
     w, b, per_worker = config.workers, config.batch_size, max(1, cores // config.workers)
 
     def parallel(key: str, label: str, strategy: str, **extra: Any) -> Contender:
@@ -468,10 +469,6 @@ def _warn_about_threads(contenders: list[Contender], progress: Progress) -> None
 
 def _environment() -> dict[str, Any]:
     return {**environment(), "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY")}
-
-
-def _cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def parameter_count(config: StrategyBenchConfig, features: int = 10) -> int:

@@ -366,7 +366,9 @@ def environment() -> dict[str, Any]:
     import torch
     from threadpoolctl import threadpool_info
 
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    from paratrain.launch.resources import usable_cores
+
+    cores = usable_cores()
     return {
         "python": platform.python_version(),
         "torch": torch.__version__,

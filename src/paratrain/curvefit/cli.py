@@ -24,6 +24,8 @@ examples:
   paratrain curvefit --formula "a*exp(-k*t)+c" --data d.csv --target y --bounds "k=0:inf" --json
   paratrain curvefit --formula "A*exp(-k*t)" --data d.csv --target y --group-by batch --out fits.csv
   paratrain curvefit --family auto --data d.csv --target y --plot best.png
+  python -m torch.distributed.run --standalone --nproc-per-node 2 -m paratrain curvefit --formula "a*exp(-k*t)" \\
+      --data big.csv
 
 names in the formula that are columns of the data are variables; every other name
 is a parameter. --bounds takes NAME=LOW:HIGH items separated by commas; "inf" or an
@@ -56,7 +58,8 @@ def add_parser(subparsers) -> None:
                         "per fit with --family: 32)")
     search.add_argument("--seed", type=int, default=0, help="seed of the start design and folds (0)")
     search.add_argument("--max-iter", dest="max_iter", type=int, default=1000, help="polish iterations (1000)")
-    search.add_argument("--workers", type=int, default=1, help="data-parallel processes for very large data (1)")
+    search.add_argument("--workers", type=int, help="data-parallel processes for very large data (1; under "
+                        "torchrun: its WORLD_SIZE, one rank each)")
     output = parser.add_argument_group("output")
     output.add_argument("--json", action="store_true", help="print JSON (JSON lines per group with --group-by)")
     output.add_argument("--plot", metavar="PNG", help="draw data and fit (predicted vs observed for several inputs)")
@@ -75,6 +78,7 @@ def cmd_curvefit(args: argparse.Namespace) -> int:
         raise ConfigError("--group-by fits one --formula per group; it cannot be combined with --family")
     if args.out and not args.group_by:
         raise ConfigError("--out writes per-group results; use it with --group-by (use --json for one fit)")
+    args.workers, speaks = _ranks(args)
     frame = read_table(args.data)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -83,20 +87,40 @@ def cmd_curvefit(args: argparse.Namespace) -> int:
         elif args.group_by:
             status = _groups(args, frame)
         else:
-            status = _single(args, frame)
+            status = _single(args, frame, speaks)
     from paratrain.curvefit.fit import CurveFitWarning
 
     for warning in caught:  # only ours: third-party deprecation noise is not the user's business
-        if issubclass(warning.category, CurveFitWarning):
+        if speaks and issubclass(warning.category, CurveFitWarning):
             print(f"paratrain: warning: {warning.message}", file=sys.stderr)
     return status
 
 
-def _single(args, frame) -> int:
+def _ranks(args) -> tuple[int, bool]:
+    """The workers to fit with, and whether this process prints: under torchrun, every rank
+    fits its share of the rows and rank 0 alone prints and writes."""
+    from paratrain.launch.torchrun_env import torchrun_env
+
+    env = torchrun_env()
+    if env is None:
+        return args.workers or 1, True
+    if args.workers not in (None, env.world_size):
+        raise ConfigError(f"--workers {args.workers} under torchrun, which started {env.world_size} ranks "
+                          f"(WORLD_SIZE): omit --workers, or give --workers {env.world_size}; each rank fits "
+                          "its share of the rows")
+    if env.world_size > 1 and (args.group_by or args.family):
+        raise ConfigError(f"--{'group-by' if args.group_by else 'family'} runs in one process; under torchrun "
+                          f"each of the {env.world_size} ranks would repeat it: run it without torchrun")
+    return env.world_size, env.is_main
+
+
+def _single(args, frame, speaks: bool = True) -> int:
     from paratrain.curvefit import curve_fit
 
     result = curve_fit(args.formula, frame, target=args.target, p0=args.p0, bounds=args.bounds,
                        starts=args.starts or 256, seed=args.seed, max_iter=args.max_iter, workers=args.workers)
+    if not speaks:  # another rank of the same fit: rank 0 prints the same result
+        return 0
     if args.json:
         print(dumps_strict(result.to_dict()))
     else:

@@ -1,27 +1,30 @@
-"""Data-parallel fitting for very large tables: rows split across local processes.
+"""Data-parallel fitting for very large tables: rows split across processes.
 
-Every worker holds a contiguous slice of the rows and runs the *same* search
+Every rank holds a contiguous slice of the rows and runs the *same* search
 (same starts, same decisions), SPMD-style, like DDP training: the solver only
 asks the data for RSS values (one all-reduce of B numbers) and for R~ factors
-(each worker's (k+1)^2 factor per start is all-gathered and re-factored: TSQR,
+(each rank's (k+1)^2 factor per start is all-gathered and re-factored: TSQR,
 exactly the QR of the whole [J | r]). Since every rank sees identical reduced
-values, every rank takes identical steps, and rank 0 reports the result.
+values, every rank takes identical steps and ends with the same solution.
 
-Workers are started as ``python -m paratrain.curvefit.worker`` (never a fork of
-this process); the parent hosts the TCPStore on a port the OS chooses, watches
-the workers and, on the first failure, stops the rest and raises WorkerError
-naming the rank.
+Two ways to have the ranks, one body (:func:`fit_rank`):
+
+- :func:`fit_distributed` starts local workers with training's launcher
+  (:func:`paratrain.launch.local.launch_local`: a store on loopback, a private
+  scratch folder, errors named by rank, workers that end with this process);
+  the rows go to the workers as memory-mapped files in that folder.
+- :func:`fit_under_torchrun` is one rank of a job that torchrun (or
+  ``paratrain launch``) started: every rank has read the whole table and keeps
+  its own slice, and the group is joined through torchrun's env:// variables.
 """
 
 from __future__ import annotations
 
+import base64
 import datetime
-import os
-import pickle
+import io
 import shutil
-import subprocess
-import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -29,18 +32,52 @@ import torch
 import torch.distributed as dist
 
 from paratrain.curvefit.engine import Solution
-from paratrain.launch.store import loopback_store
-from paratrain.launch.local import stop_workers, watch_workers, worker_env, write_private
-from paratrain.launch.scratch import make_scratch
+from paratrain.curvefit.problem import FitData, Model, Problem
+from paratrain.errors import ConfigError
 
-__all__ = ["fit_distributed", "DistributedEvaluator", "DistributedJob"]
+__all__ = ["fit_distributed", "fit_under_torchrun", "fit_rank", "DistributedEvaluator", "CurveFitJob", "FitSpec"]
 
 TIMEOUT_S = 300.0
+"""Seconds the rendezvous and every collective may wait: a rank that is gone fails the fit, not hangs it."""
+
+_ARRAYS = ("X", "y", "w")
+
+
+class DistributedEvaluator:
+    """Wraps this rank's LocalEvaluator; every answer is reduced over all ranks of ``group``
+    (None: the default group)."""
+
+    def __init__(self, local, group=None):
+        self.local = local
+        self.model = local.model
+        self.group = group
+
+    @property
+    def k(self) -> int:
+        return self.local.k
+
+    def rss(self, P, index):
+        total = self.local.rss(P, index).clone()
+        dist.all_reduce(total, group=self.group)
+        return torch.where(torch.isfinite(total), total, torch.full_like(total, torch.inf))
+
+    def triangular(self, P, index):
+        mine = self.local.triangular(P, index).contiguous()
+        parts = [torch.empty_like(mine) for _ in range(dist.get_world_size(self.group))]
+        dist.all_gather(parts, mine, group=self.group)
+        R = torch.linalg.qr(torch.cat(parts, dim=1), mode="r")[1]
+        return R[:, : mine.shape[2], :]
+
+    def totals(self):
+        totals = self.local.totals().clone()
+        dist.all_reduce(totals, group=self.group)
+        return totals
 
 
 @dataclass(frozen=True)
-class DistributedJob:
-    """What every worker gets (pickled to a private temp file)."""
+class FitSpec:
+    """The problem without its rows: what every rank needs besides its own slice (picklable:
+    the formula travels as text, since a parsed formula holds compiled code)."""
 
     formula: str
     param_names: tuple[str, ...]
@@ -50,131 +87,158 @@ class DistributedJob:
     lower: torch.Tensor
     upper: torch.Tensor
     settings: object
+    """The FitSettings, with ``threads`` resolved for one rank."""
     n_rows: int
-    threads: int
+    """Rows of the whole table: every rank decides on this count, so all decide alike."""
     starts: torch.Tensor | None = None
 
+    @classmethod
+    def of(cls, problem: Problem, settings) -> FitSpec:
+        """The spec of a whole-table problem, to fit with ``settings``."""
+        model = problem.model
+        return cls(model.formula.text, model.param_names, model.variables, problem.target, problem.p0,
+                   problem.lower, problem.upper, settings, int(problem.data.X.shape[1]), problem.starts)
 
-class DistributedEvaluator:
-    """Wraps this rank's LocalEvaluator; every answer is reduced over all ranks."""
+    def problem(self, shard: FitData) -> Problem:
+        """This rank's problem: the whole problem's parameters, its own rows."""
+        from paratrain.models.formula import parse_formula
 
-    def __init__(self, local):
-        self.local = local
-        self.model = local.model
-
-    @property
-    def k(self) -> int:
-        return self.local.k
-
-    def rss(self, P, index):
-        total = self.local.rss(P, index).clone()
-        dist.all_reduce(total)
-        return torch.where(torch.isfinite(total), total, torch.full_like(total, torch.inf))
-
-    def triangular(self, P, index):
-        mine = self.local.triangular(P, index).contiguous()
-        parts = [torch.empty_like(mine) for _ in range(dist.get_world_size())]
-        dist.all_gather(parts, mine)
-        R = torch.linalg.qr(torch.cat(parts, dim=1), mode="r")[1]
-        return R[:, : mine.shape[2], :]
-
-    def totals(self):
-        totals = self.local.totals().clone()
-        dist.all_reduce(totals)
-        return totals
+        model = Model(parse_formula(self.formula), self.param_names, self.variables)
+        return Problem(model, shard, self.p0, self.lower, self.upper, self.target, True, self.starts)
 
 
-def fit_distributed(problem, settings, workers: int) -> tuple[Solution, torch.Tensor]:
+@dataclass(frozen=True)
+class CurveFitJob:
+    """What each local worker runs (a ``launch.local.Job``); its rows are in ``folder`` as .npy files."""
+
+    spec: FitSpec
+    folder: Path
+    threads: int
+    timeout_s: float = TIMEOUT_S
+    ends_at_once: bool = True
+    """Nothing to finish on a stop (rank 0's result is returned at the very end): see launch.local.Job."""
+
+    def run(self, rank: int, world_size: int, local_rank: int, store) -> dict | None:
+        """Fit on this rank's rows; rank 0 returns the solution (see :func:`decode_solution`)."""
+        from paratrain.launch.env import destroy_process_group, init_process_group
+        from paratrain.strategies import WorkerContext
+
+        lo, hi = shard_bounds(self.spec.n_rows, rank, world_size)
+        # Memory-mapped: each worker reads only its own slice of a table that may be large.
+        arrays = {name: np.load(self.folder / f"{name}.npy", mmap_mode="r") for name in _ARRAYS}
+        shard = FitData(*(torch.tensor(np.array(arrays[name][lo:hi]))[None] for name in _ARRAYS))
+        init_process_group(WorkerContext(rank=rank, world_size=world_size, local_rank=local_rank),
+                           self.timeout_s, store)
+        try:
+            solution, totals = fit_rank(self.spec, shard, rank, world_size)
+            # Leave together: a rank that tears down gloo while a peer is still inside a
+            # collective makes the peer abort ("terminate called without an active exception").
+            dist.barrier()
+        finally:
+            destroy_process_group()
+        return {"solution": encode_solution(solution, totals)} if rank == 0 else None
+
+
+def shard_bounds(n_rows: int, rank: int, world_size: int) -> tuple[int, int]:
+    """Rows [lo, hi) of ``rank``: contiguous, sizes differing by at most one."""
+    return rank * n_rows // world_size, (rank + 1) * n_rows // world_size
+
+
+def check_rows(n_rows: int, workers: int) -> None:
+    """Every rank needs rows of its own (two, so that no slice is a single point)."""
+    if n_rows < 2 * workers:
+        raise ConfigError(f"workers={workers} needs at least {2 * workers} rows; the data has {n_rows}")
+
+
+def fit_distributed(problem: Problem, settings, workers: int) -> tuple[Solution, torch.Tensor]:
     """Run the fit on ``workers`` local processes; returns rank 0's solution and totals."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    n = problem.data.X.shape[1]
-    if n < 2 * workers:
-        from paratrain.errors import ConfigError
+    from paratrain.launch.env import default_threads
+    from paratrain.launch.local import launch_local
+    from paratrain.launch.scratch import make_scratch
 
-        raise ConfigError(f"workers={workers} needs at least {2 * workers} rows; the data has {n}")
-    job = DistributedJob(problem.model.formula.text, problem.model.param_names, problem.model.variables,
-                         problem.target, problem.p0, problem.lower, problem.upper, settings, n,
-                         max(1, cores // workers), problem.starts)
-    # The same rules as training's launcher: a store on loopback only, a private scratch folder
-    # (the workers unpickle its job file), workers that end with this process.
-    store = loopback_store(workers, TIMEOUT_S)
-    scratch = make_scratch("curvefit")
-    procs: list[subprocess.Popen] = []
+    check_rows(int(problem.data.X.shape[1]), workers)
+    threads = settings.threads or default_threads(workers)
+    spec = FitSpec.of(problem, replace(settings, threads=threads))
+    # A 0700 folder for the rows; the launcher puts its own files in it too and removes it,
+    # and its workers remove it when this process is killed.
+    folder = make_scratch("curvefit")
     try:
-        np.save(scratch / "X.npy", problem.data.X[0].numpy())
-        np.save(scratch / "y.npy", problem.data.y[0].numpy())
-        np.save(scratch / "w.npy", problem.data.w[0].numpy())
-        write_private(scratch / "job.pkl", pickle.dumps(job))
-        env = worker_env(job.threads)
-        for rank in range(workers):
-            procs.append(subprocess.Popen(
-                [sys.executable, "-m", "paratrain.curvefit.worker", "--scratch", str(scratch), "--rank", str(rank),
-                 "--world-size", str(workers), "--port", str(store.port), "--parent-pid", str(os.getpid())],
-                env=env))
-        watch_workers(procs, scratch, label="curvefit worker")
-        result = torch.load(scratch / "result.pt", weights_only=True)
+        for name, tensor in zip(_ARRAYS, (problem.data.X, problem.data.y, problem.data.w)):
+            np.save(folder / f"{name}.npy", tensor[0].numpy())
+        result = launch_local(CurveFitJob(spec, folder, threads), workers, scratch=folder)
     finally:
-        stop_workers(procs)
-        del store
-        shutil.rmtree(scratch, ignore_errors=True)
-    solution = Solution(result["params"], result["rss"], result["R"], result["n_iter"], result["status"],
-                        int(result["starts_used"]))
-    return solution, result["totals"]
+        shutil.rmtree(folder, ignore_errors=True)
+    return decode_solution(result["solution"])
 
 
-def run_worker(scratch: Path, rank: int, world_size: int, port: int) -> None:
-    """The body of one worker: join the group, fit on this rank's rows, rank 0 saves the result."""
+def fit_under_torchrun(problem: Problem, settings, env) -> tuple[Solution, torch.Tensor]:
+    """This rank's part of a fit across every rank of a torchrun job (``env``: a TorchrunEnv).
+
+    Every rank must call it with the same table and settings; each keeps its own slice of
+    the rows, and every rank returns the same solution. A process group that the caller
+    already joined is left as it is (the fit uses a gloo group of its own beside it).
+    """
+    from paratrain.launch.env import default_threads, init_process_group
+    from paratrain.strategies import WorkerContext
+
+    n_rows = int(problem.data.X.shape[1])
+    check_rows(n_rows, env.world_size)
+    spec = FitSpec.of(problem, replace(settings, threads=settings.threads or default_threads(env.local_world_size)))
+    lo, hi = shard_bounds(n_rows, env.rank, env.world_size)
+    data = problem.data
+    shard = FitData(data.X[:, lo:hi].clone(), data.y[:, lo:hi].clone(), data.w[:, lo:hi].clone())
+    if dist.is_initialized():
+        # The caller's own group (perhaps NCCL, perhaps busy): the fit's CPU collectives get their own.
+        group = dist.new_group(backend="gloo", timeout=datetime.timedelta(seconds=TIMEOUT_S))
+    else:
+        ctx = WorkerContext(rank=env.rank, world_size=env.world_size, local_rank=env.local_rank)
+        init_process_group(ctx, TIMEOUT_S)  # env://: torchrun's MASTER_ADDR and MASTER_PORT
+        group = None
+    try:
+        result = fit_rank(spec, shard, env.rank, env.world_size, group)
+        dist.barrier(group=group)  # leave together (see CurveFitJob.run)
+    finally:
+        dist.destroy_process_group(group)  # the fit's own group, or the default one it joined
+    return result
+
+
+def fit_rank(spec: FitSpec, shard: FitData, rank: int, world_size: int, group=None) -> tuple[Solution, torch.Tensor]:
+    """The SPMD body: fit on this rank's rows, every answer reduced over ``group`` (None: the default group)."""
     from paratrain.curvefit.evaluator import LocalEvaluator
     from paratrain.curvefit.fit import MIDDLE_ROWS, run_fit
-    from paratrain.curvefit.problem import FitData, Model, Problem
-    from paratrain.models.formula import parse_formula
 
-    job: DistributedJob = pickle.loads((scratch / "job.pkl").read_bytes())  # our own private file
-    torch.set_num_threads(job.threads)
-    timeout = datetime.timedelta(seconds=TIMEOUT_S)
-    store = dist.TCPStore("127.0.0.1", port, world_size, is_master=False, timeout=timeout)
-    dist.init_process_group("gloo", store=store, rank=rank, world_size=world_size, timeout=timeout)
-    try:
-        lo, hi = rank * job.n_rows // world_size, (rank + 1) * job.n_rows // world_size
-        arrays = {name: np.load(scratch / f"{name}.npy", mmap_mode="r") for name in ("X", "y", "w")}
-        shard = FitData(torch.tensor(np.array(arrays["X"][lo:hi]))[None], torch.tensor(np.array(arrays["y"][lo:hi]))[None],
-                        torch.tensor(np.array(arrays["w"][lo:hi]))[None])
-        model = Model(parse_formula(job.formula), job.param_names, job.variables)
-        problem = Problem(model, shard, job.p0, job.lower, job.upper, job.target, True, job.starts)
-        full = DistributedEvaluator(LocalEvaluator(model, shard))
-        # Subsets are decided on the global row count, so every rank makes the same choice.
-        explore = _subset(model, shard, job, job.settings.solve.explore_rows, world_size, rank)
-        middle = (_subset(model, shard, job, MIDDLE_ROWS, world_size, rank)
-                  if job.n_rows > 16 * MIDDLE_ROWS else None)
-        settings = _with_threads(job.settings, job.threads)
-        solution, totals = run_fit(problem, settings, full, explore, middle)
-        if rank == 0:
-            torch.save({"params": solution.params, "rss": solution.rss, "R": solution.R, "n_iter": solution.n_iter,
-                        "status": solution.status, "starts_used": solution.starts_used, "totals": totals},
-                       scratch / "result.tmp")
-            os.replace(scratch / "result.tmp", scratch / "result.pt")
-        # Leave together: a rank that tears down gloo while a peer is still inside a
-        # collective makes the peer abort ("terminate called without an active exception").
-        dist.barrier()
-    finally:
-        dist.destroy_process_group()
+    problem = spec.problem(shard)
+    full = DistributedEvaluator(LocalEvaluator(problem.model, shard), group)
+    # Subsets are decided on the global row count, so every rank makes the same choice.
+    explore = _subset(problem.model, shard, spec, spec.settings.solve.explore_rows, world_size, rank, group)
+    middle = (_subset(problem.model, shard, spec, MIDDLE_ROWS, world_size, rank, group)
+              if spec.n_rows > 16 * MIDDLE_ROWS else None)
+    return run_fit(problem, spec.settings, full, explore, middle)
 
 
-def _subset(model, shard, job, rows: int, world_size: int, rank: int):
+def _subset(model, shard, spec: FitSpec, rows: int, world_size: int, rank: int, group=None):
     """This rank's share of an evenly spread row subset, wrapped to reduce over ranks (None: all rows)."""
     from paratrain.curvefit.evaluator import LocalEvaluator
     from paratrain.curvefit.fit import explore_evaluator
 
-    if job.n_rows <= rows:
+    if spec.n_rows <= rows:
         return None
-    local = explore_evaluator(model, shard, job.settings, seed=job.settings.seed + rank,
+    local = explore_evaluator(model, shard, spec.settings, seed=spec.settings.seed + rank,
                               rows=max(1, -(-rows // world_size)))
-    return DistributedEvaluator(local or LocalEvaluator(model, shard))
+    return DistributedEvaluator(local or LocalEvaluator(model, shard), group)
 
 
-def _with_threads(settings, threads: int):
-    copy = pickle.loads(pickle.dumps(settings))
-    object.__setattr__(copy, "threads", threads)
-    return copy
+def encode_solution(solution: Solution, totals: torch.Tensor) -> str:
+    """The solution as text that survives JSON exactly (NaN and infinity included): a torch file in base64."""
+    buffer = io.BytesIO()
+    torch.save({"params": solution.params, "rss": solution.rss, "R": solution.R, "n_iter": solution.n_iter,
+                "status": solution.status, "starts_used": solution.starts_used, "totals": totals}, buffer)
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
+def decode_solution(text: str) -> tuple[Solution, torch.Tensor]:
+    """Inverse of :func:`encode_solution` (tensors only: ``weights_only`` loading runs no code)."""
+    result = torch.load(io.BytesIO(base64.b64decode(text)), weights_only=True)
+    solution = Solution(result["params"], result["rss"], result["R"], result["n_iter"], result["status"],
+                        int(result["starts_used"]))
+    return solution, result["totals"]

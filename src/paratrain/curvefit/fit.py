@@ -103,7 +103,10 @@ def curve_fit(formula: str, data=None, *, target: str | None = None, x=None, y=N
             starting points (row 0 plays the role of p0).
         seed: Seed of the start design.
         workers: Processes for data-parallel evaluation of very large data (>1
-            starts that many local processes that all-reduce over gloo).
+            starts that many local processes that all-reduce over gloo). In a process that
+            torchrun started, ``workers`` equal to its WORLD_SIZE fits across the job's ranks
+            instead (every rank must call ``curve_fit`` alike; each gets the same result),
+            and 1 fits in this process alone.
         threads: Intra-op threads (default 1; see :func:`~paratrain.curvefit.evaluator.thread_limit`).
         ftol, xtol, gtol, max_iter: Tolerances and limit of the final polish.
         explore_rows: Rows seen while exploring when there are more (default 32 per parameter,
@@ -139,11 +142,16 @@ def curve_fit(formula: str, data=None, *, target: str | None = None, x=None, y=N
     frame, target = to_frame(data, x, y, target)
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ConfigError(f"workers={workers!r} must be a whole number >= 1")
+    torchrun = _torchrun_world(workers)
     # One intra-op thread unless asked: see thread_limit for why.
     with thread_limit(threads):
         problem = _problem(formula, frame, target, p0, bounds, sigma, explicit)
         settings = settings.for_parameters(problem.model.k)
-        if workers > 1:
+        if torchrun is not None:
+            from paratrain.curvefit.distributed import fit_under_torchrun
+
+            solution, totals = fit_under_torchrun(problem, settings, torchrun)
+        elif workers > 1:
             from paratrain.curvefit.distributed import fit_distributed
 
             solution, totals = fit_distributed(problem, settings, workers)
@@ -153,6 +161,20 @@ def curve_fit(formula: str, data=None, *, target: str | None = None, x=None, y=N
             solution, totals = run_fit(problem, settings, LocalEvaluator(problem.model, problem.data),
                                        explore_evaluator(problem.model, problem.data, settings), middle)
         return make_result(problem, solution, totals, on_unidentifiable)
+
+
+def _torchrun_world(workers: int):
+    """The TorchrunEnv when the fit is to span a torchrun job's ranks; None to fit here or launch locally."""
+    from paratrain.launch.torchrun_env import torchrun_env
+
+    env = torchrun_env()
+    if env is None or workers == 1:
+        return None
+    if workers != env.world_size:
+        # Local workers started from inside every torchrun rank would multiply the processes.
+        raise ConfigError(f"workers={workers} in a process that torchrun started: give workers={env.world_size} "
+                          "(WORLD_SIZE) to fit across its ranks, or workers=1 to fit in this process alone")
+    return env
 
 
 def _problem(formula, frame, target, p0, bounds, sigma, explicit) -> Problem:

@@ -65,6 +65,8 @@ def main(argv: list[str] | None = None) -> int:
         from paratrain.train.checkpoint import save_json_atomic
 
         job = pickle.loads(args.job.read_bytes())  # a launch.local.Job
+        if getattr(job, "ends_at_once", False):
+            _end_at_signal(args)
         timeout = datetime.timedelta(seconds=job.timeout_s)
         store = dist.TCPStore(args.store_host, args.port, args.world_size, is_master=False, timeout=timeout)
         result = job.run(args.rank, args.world_size, args.rank, store)
@@ -76,18 +78,40 @@ def main(argv: list[str] | None = None) -> int:
             # No one will read a report: leave nothing behind, and go now.
             shutil.rmtree(args.scratch, ignore_errors=True)
             exit_now(128 + signum if signum else 1)
-        report = {
-            "rank": args.rank,
-            "type": type(exc).__name__,
-            "message": " ".join(str(exc).split()) or repr(exc),
-            "traceback": traceback.format_exc(),
-            "time": time.time(),
-            "signal": signum,
-        }
-        _write_report(report, args.scratch / f"error-{args.rank}.json")
+        _write_report(_report(args.rank, exc, signum), args.scratch / f"error-{args.rank}.json")
         if signum:
             exit_now(128 + signum)
         return 1
+
+
+def _end_at_signal(args: argparse.Namespace) -> None:
+    """For a job with nothing to finish (``ends_at_once``): a stop ends the worker where it is.
+
+    Raising Interrupted from a handler is not enough there: C extensions swallow an exception
+    raised while they call back into Python (scipy's Cython start design prints "Exception
+    ignored" and goes on), and the worker would live on until the forced exit.
+    """
+    def on_signal(signum: int, frame: object) -> None:
+        if signum == PARENT_GONE_SIGNAL or parent_is_gone(args.parent_pid):
+            shutil.rmtree(args.scratch, ignore_errors=True)  # no one will read it
+        else:  # the launcher lives: tell it which signal stopped this worker (Ctrl-C, SIGTERM)
+            report = _report(args.rank, interrupts.Interrupted(signum), signum)
+            _write_report(report, args.scratch / f"error-{args.rank}.json")
+        exit_now(128 + signum)
+
+    for signum in (*interrupts.SIGNALS, PARENT_GONE_SIGNAL):
+        signal.signal(signum, on_signal)
+
+
+def _report(rank: int, exc: BaseException, signum: int | None) -> dict:
+    return {
+        "rank": rank,
+        "type": type(exc).__name__,
+        "message": " ".join(str(exc).split()) or repr(exc),
+        "traceback": "".join(traceback.format_exception(exc)),
+        "time": time.time(),
+        "signal": signum,
+    }
 
 
 def _write_report(report: dict, path: Path) -> None:

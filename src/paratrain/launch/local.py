@@ -43,6 +43,10 @@ class Job(Protocol):
 
     ``WorkerJob`` (training) is one; a benchmark of collectives or a plain PyTorch loop can be
     another, and reuse the launcher's store, error reports and clean-up.
+
+    A job may also set ``ends_at_once = True`` when it writes nothing that a stop must let
+    finish (``curvefit.distributed.CurveFitJob``): a signal then ends its workers at once
+    instead of raising ``Interrupted`` through the job (see launch.child).
     """
 
     threads: int
@@ -56,7 +60,8 @@ class Job(Protocol):
         """The worker's work; rank 0's returned dict is the launch's result (JSON)."""
 
 
-def launch_local(job: Job, workers: int, keep_fds: tuple[int, ...] = (), link: Link | None = None) -> dict:
+def launch_local(job: Job, workers: int, keep_fds: tuple[int, ...] = (), link: Link | None = None,
+                 scratch: Path | None = None) -> dict:
     """Run ``job`` on ``workers`` local processes; return rank 0's result or raise WorkerError.
 
     ``keep_fds`` are passed on to every worker (the run directory's lock: then
@@ -68,6 +73,10 @@ def launch_local(job: Job, workers: int, keep_fds: tuple[int, ...] = (), link: L
     (``parse_link("100mbit")``, needs root) runs each worker on its own emulated
     host (launch.netns: a network namespace, a veth limited to the rate), hosts
     the store on the bridge's address, and removes the hosts on every way out.
+
+    ``scratch``: a folder from ``launch.scratch.make_scratch`` that holds files of the job's
+    own (e.g. the rows it works on), used instead of a new one: it is removed like the
+    launcher's, on every way out and by the workers when this process is killed.
     """
     emulated = link is not None and link.emulated
     if emulated:
@@ -77,15 +86,16 @@ def launch_local(job: Job, workers: int, keep_fds: tuple[int, ...] = (), link: L
         # Left after the workers are stopped (the inner block's end): a namespace with a
         # process still in it would outlive its removal.
         with network as net:
-            return _launch(job, workers, keep_fds, net)
+            return _launch(job, workers, keep_fds, net, scratch)
 
 
-def _launch(job: Job, workers: int, keep_fds: tuple[int, ...], net: EmulatedHosts | None) -> dict:
+def _launch(job: Job, workers: int, keep_fds: tuple[int, ...], net: EmulatedHosts | None,
+            scratch: Path | None = None) -> dict:
     store_host = net.store_host if net else LOOPBACK
     # The OS picks a free port for the store (no race for a port); workers learn it from us.
     store = hosted_store(store_host, workers, job.timeout_s)
     # A 0700 folder: only this user can read the job file that the workers unpickle.
-    scratch = make_scratch("launch")
+    scratch = scratch or make_scratch("launch")
     procs: list[subprocess.Popen] = []
     try:
         job_file = scratch / "job.pkl"

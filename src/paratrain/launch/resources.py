@@ -59,6 +59,18 @@ def available_memory_bytes() -> int | None:
     return None
 
 
+def usable_cpus() -> tuple[int, ...]:
+    """The ids of the cores this process may run on (a container or taskset may allow fewer than exist).
+
+    Example:
+        >>> len(usable_cpus()) == usable_cores()
+        True
+    """
+    if hasattr(os, "sched_getaffinity"):
+        return tuple(sorted(os.sched_getaffinity(0)))
+    return tuple(range(os.cpu_count() or 1))
+
+
 def usable_cores() -> int:
-    """Cores this process may run on."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    """How many cores this process may run on: the one count every thread and worker default uses."""
+    return len(usable_cpus())

@@ -220,11 +220,11 @@ def _retrain_best(study: Any, spec: StudySpec, out_dir: Path, verbosity: int, st
     if get_model(model).kind == "sklearn":
         from paratrain.data.prepare import load_frame
         from paratrain.tune import sklearn_models
-        from paratrain.tune.planner import available_cpus
+        from paratrain.launch.resources import usable_cores
 
         config = sklearn_models.encoding_config(fixed)
         sklearn_models.retrain(model, dict(best.params), load_frame(config.data.path), config, staging,
-                               threads=len(available_cpus()))
+                               threads=usable_cores())
     else:
         from paratrain.config import FitConfig
         from paratrain.train.fit import fit

@@ -14,6 +14,7 @@ import os
 from dataclasses import dataclass, field
 
 from paratrain.errors import ConfigError
+from paratrain.launch.resources import usable_cpus
 
 
 @dataclass(frozen=True)
@@ -56,13 +57,6 @@ class ResourcePlan:
         return env
 
 
-def available_cpus() -> tuple[int, ...]:
-    """The cores this process may run on (a container or taskset may allow fewer than exist)."""
-    if hasattr(os, "sched_getaffinity"):
-        return tuple(sorted(os.sched_getaffinity(0)))
-    return tuple(range(os.cpu_count() or 1))
-
-
 def visible_gpus() -> tuple[str, ...]:
     """GPU ids as CUDA_VISIBLE_DEVICES would name them; () without CUDA."""
     try:
@@ -88,7 +82,7 @@ def plan_resources(parallel: int, workers_per_trial: int = 1, cpus: tuple[int, .
     for name, value in (("parallel", parallel), ("workers_per_trial", workers_per_trial)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ConfigError(f"{name}={value!r} must be an integer >= 1")
-    cpus = tuple(cpus) if cpus is not None else available_cpus()
+    cpus = tuple(cpus) if cpus is not None else usable_cpus()
     notes = []
     if trials is not None and parallel > trials >= 1:
         # More slots than trials would leave cores idle: fewer slots get more cores each.
