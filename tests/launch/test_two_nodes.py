@@ -9,17 +9,20 @@ namespaces also show that nothing listens on every address.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 import threading
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from paratrain.launch import netns
 from paratrain.launch.links import parse_link
 from tests.conftest import assert_states_close, model_state, run_cli
+from tests.curvefit.test_distributed import _curve
 
 _CAN_EMULATE = (hasattr(os, "geteuid") and os.geteuid() == 0 and netns._find("ip") is not None
                 and netns._find("tc") is not None and netns._find("ss") is not None)
@@ -100,3 +103,58 @@ def test_launch_on_two_machines_matches_two_local_workers(tmp_path, regression_c
     local = run_cli(*fit, "--workers", "2", "--out", str(tmp_path / "local"), timeout=180)
     assert local.returncode == 0, local.stderr[-3000:]
     assert_states_close(model_state(Path(tmp_path / "launch")), model_state(Path(tmp_path / "local")), atol=1e-6)
+
+
+def _launch_on_both(net, command: list[str], timeout: float = 240) -> list[tuple[str, str]]:
+    """Run `paratrain launch ... -- command` on both machines; (stdout, stderr) of each, after checking that
+    both exited 0 and that no process is left in either namespace."""
+    master = f"{net.hosts[0].address}:{RENDEZVOUS_PORT}"
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    procs: list[subprocess.Popen] = []
+    try:
+        for host in net.hosts:
+            launch = [sys.executable, "-m", "paratrain", "launch", "--nnodes", "2", "--node-rank", str(host.rank),
+                      "--master", master, "--rdzv-timeout", "120", "--", *command]
+            procs.append(subprocess.Popen(host.exec_prefix() + launch, env=env, stdout=subprocess.PIPE,
+                                          stderr=subprocess.PIPE, text=True))
+        outputs = [proc.communicate(timeout=timeout) for proc in procs]
+        for proc, (_, stderr) in zip(procs, outputs):
+            assert proc.returncode == 0, stderr[-3000:]
+        assert {host.namespace: _pids(host.namespace) for host in net.hosts} == {h.namespace: [] for h in net.hosts}
+        return outputs
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+        for host in net.hosts:
+            for pid in _pids(host.namespace):
+                os.kill(pid, 9)
+
+
+@pytest.mark.skipif(not _CAN_EMULATE, reason="emulated machines need root and iproute2 (ip, tc, ss)")
+@pytest.mark.timeout(420)
+def test_curvefit_and_netcheck_across_two_machines(tmp_path):
+    """A curve fit's rows split over two machines gives the local two-worker fit (identical reductions);
+    netcheck times the link between them (1 Gbit/s, emulated) and reports once."""
+    x, y = _curve()
+    data = tmp_path / "curve.csv"
+    pd.DataFrame({"x": x, "y": y}).to_csv(data, index=False)
+    curvefit = ["curvefit", "--formula", "a*exp(-b*x) + c", "--data", str(data), "--target", "y", "--p0", "1,1,0",
+                "--starts", "16", "--json"]
+    with netns.emulated_hosts(parse_link("1gbit"), workers=2) as net:
+        fitted = _launch_on_both(net, curvefit)
+        checked = _launch_on_both(net, ["netcheck", "--seconds", "15", "--bandwidth", "1gbit",
+                                        "--json", str(tmp_path / "net.json")])
+    across = [json.loads(out) for out, _ in fitted if out.strip()]
+    assert len(across) == 1  # global rank 0 alone prints
+    local = run_cli(*curvefit, "--workers", "2", timeout=200)
+    assert local.returncode == 0, local.stderr[-3000:]
+    alone = json.loads(local.stdout)
+    for name, value in alone["params"].items():
+        assert across[0]["params"][name] == pytest.approx(value, rel=1e-12, abs=0)
+    assert across[0]["rss"] == pytest.approx(alone["rss"], rel=1e-12, abs=0)
+    assert sum(out.count("all-reduce: latency") for out, _ in checked) == 1
+    network = json.loads((tmp_path / "net.json").read_text())
+    assert network["where"] == "2 machines x 1 (torchrun)"
+    assert 0.5e9 < network["bandwidth_bits_per_s"] < 1.5e9  # the veths' token buckets hold it to 1 Gbit/s
