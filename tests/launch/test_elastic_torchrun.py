@@ -50,7 +50,7 @@ def _live_workers(agent: subprocess.Popen) -> list[int]:
 @pytest.mark.timeout(360)
 def test_a_killed_torchrun_worker_is_restarted_and_resumes_to_the_uninterrupted_model(tmp_path, regression_csv):
     out = tmp_path / "elastic"
-    flags = ("--strategy", "ddp", "--epochs", "40")
+    flags = ("--strategy", "ddp", "--epochs", "20")
     agent = _start([*TORCHRUN, "--standalone", "--nproc-per-node", "2", "--max-restarts", "1",
                     *_fit_args(regression_csv, out, *flags)])
     try:
@@ -65,9 +65,9 @@ def test_a_killed_torchrun_worker_is_restarted_and_resumes_to_the_uninterrupted_
     assert agent.returncode == 0, stderr[-4000:]
     assert "resuming" in stderr and "from its last checkpoint" in stderr, stderr[-4000:]
     summary = json.loads(stdout)
-    assert summary["status"] == "finished" and summary["epochs"] == 40 and summary["workers"] == 2
-    assert killed_after < 40
-    assert metrics_epochs(out) == list(range(1, 41))  # the epochs after the checkpoint were trained again, logged once
+    assert summary["status"] == "finished" and summary["epochs"] == 20 and summary["workers"] == 2
+    assert killed_after < 20
+    assert metrics_epochs(out) == list(range(1, 21))  # the epochs after the checkpoint were trained again, logged once
     uninterrupted = subprocess.run([sys.executable, *_fit_args(regression_csv, tmp_path / "plain", *flags),
                                     "--workers", "2", "--quiet"],
                                    capture_output=True, text=True, timeout=200, env=ELASTIC_ENV)
@@ -87,7 +87,7 @@ def test_a_node_gone_for_good_leaves_a_smaller_world_that_reshards_and_finishes(
     good after the first checkpoint; the first agent restarts its worker alone (world size 1), which
     resumes the fsdp checkpoint of 2 shards resharded to 1, and finishes."""
     out = tmp_path / "elastic"
-    flags = ("--strategy", "fsdp", "--epochs", "12", "--batch-size", "32")
+    flags = ("--strategy", "fsdp", "--epochs", "8", "--batch-size", "32")
     # Short rendezvous waits, for a test: the restarted agent closes its round 2 s after it has
     # the minimum of 1 node instead of waiting 30 s for a second one that never comes.
     rendezvous = ["--nnodes", "1:2", "--nproc-per-node", "1", "--max-restarts", "1", "--rdzv-backend", "c10d",
@@ -110,13 +110,15 @@ def test_a_node_gone_for_good_leaves_a_smaller_world_that_reshards_and_finishes(
     assert "did not complete within --timeout" in stderr  # the survivor's worker named the failed collective
     assert "resuming" in stderr, stderr[-4000:]
     summary = json.loads(stdout)
-    assert summary["status"] == "finished" and summary["epochs"] == 12 and summary["workers"] == 1
+    assert summary["status"] == "finished" and summary["epochs"] == 8 and summary["workers"] == 1
     # Until the kill the run is the 2-worker run; after it, a 1-worker run from that checkpoint, which
     # takes twice the optimizer steps per epoch (the same batch per worker, half the workers) at the
     # same rate and so lowers the loss faster (measured: 0.34 against 0.58 after 12 epochs). Its final
     # loss must therefore lie between those of uninterrupted 2-worker and 1-worker runs; 10% either
-    # way allows for the loss not falling strictly with the number of steps.
-    references = [_val_loss(regression_csv, tmp_path / f"plain{n}", flags, n) for n in (2, 1)]
+    # way allows for the loss not falling strictly with the number of steps. (`single` is the 1-worker
+    # run: fsdp on one worker computes the same, without a process group.)
+    references = [_val_loss(regression_csv, tmp_path / "plain2", flags, 2),
+                  _val_loss(regression_csv, tmp_path / "plain1", (*flags, "--strategy", "single"), 1)]
     low, high = min(references), max(references)
     assert 0.9 * low <= summary["val_loss"] <= 1.1 * high, (summary["val_loss"], references)
 

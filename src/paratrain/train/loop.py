@@ -27,7 +27,6 @@ from paratrain.strategies.step import StepContext
 from paratrain.train import interrupts, rundir
 from paratrain.train.autoprecision import PrecisionChoice, choose_precision, resumed_precision, share_from_rank0
 from paratrain.train.checkpoint import save_json_atomic
-from paratrain.train.collectives import collective
 from paratrain.train.checkpointing import (
     read_checkpoint,
     restore_after_wrap,
@@ -35,6 +34,7 @@ from paratrain.train.checkpointing import (
     save_checkpoint,
     save_model,
 )
+from paratrain.train.collectives import collective
 from paratrain.train.divergence import (
     checkpoint_note,
     divergence_message,
@@ -200,7 +200,7 @@ def run_training(config: FitConfig, worker: WorkerContext, source: Any, run_dir:
             # metrics line are written both or neither (interrupts.deferred).
             with interrupts.deferred():
                 if _checkpoint_due(config, state, sessions_epochs, stopped_early):
-                    with _waiting_on("checkpoint (barrier and gather of the model and optimizer state)", worker, config):
+                    with _waiting_on("checkpoint (barriers and state gathers)", worker, config):
                         save_checkpoint(run_dir, worker, strategy, wrapped, optimizer, scheduler, scaler,
                                         dict(state.__dict__))
                 if worker.is_main:
