@@ -60,3 +60,16 @@ def test_a_transport_failure_names_rank_collective_and_timeout():
         with collective("final barrier", rank=0, timeout_s=5):
             with collective("checkpoint", rank=0, timeout_s=5):
                 raise RuntimeError(GLOO_PEER_GONE)
+
+
+def test_a_sharded_checkpoint_failing_for_a_gone_peer_is_named_too():
+    from torch.distributed.checkpoint.api import CheckpointException
+
+    failure = CheckpointException("save failed", {1: (RuntimeError(GLOO_PEER_GONE), None)})
+    with pytest.raises(CollectiveError, match="rank 0: checkpoint did not complete.*Connection closed by peer"):
+        with collective("checkpoint", rank=0, timeout_s=5):
+            raise failure
+    local = CheckpointException("save failed", {0: (OSError("No space left on device"), None)})
+    with pytest.raises(CheckpointException):
+        with collective("checkpoint", rank=0, timeout_s=5):
+            raise local

@@ -37,7 +37,26 @@ def is_transport_failure(exc: BaseException) -> bool:
 
     torch raises these as ``torch.distributed.DistError`` subclasses or as a plain RuntimeError
     whose text comes from gloo; a RuntimeError of the model (a shape mismatch) has none of the words.
+    A sharded checkpoint's CheckpointException (a BaseException) carries each rank's failure.
     """
+    return _transport_cause(exc) is not None
+
+
+def _transport_cause(exc: BaseException) -> BaseException | None:
+    """The transport failure ``exc`` is or carries (a CheckpointException's per-rank failures), or None."""
+    failures = getattr(exc, "failures", None)
+    if isinstance(failures, dict):
+        for failure in failures.values():
+            inner = failure[0] if isinstance(failure, tuple) and failure else failure
+            if isinstance(inner, BaseException) and _transport_cause(inner) is not None:
+                return inner
+        return None
+    if _is_transport_error(exc):
+        return exc
+    return None
+
+
+def _is_transport_error(exc: BaseException) -> bool:
     try:
         import torch.distributed as dist
 
@@ -63,10 +82,13 @@ def collective(what: str, rank: int, timeout_s: float) -> Iterator[None]:
         yield
     except CollectiveError:
         raise  # named already, by an inner block
-    except Exception as exc:
-        if not is_transport_failure(exc):
+    except (KeyboardInterrupt, SystemExit, GeneratorExit):
+        raise
+    except BaseException as exc:  # CheckpointException derives from BaseException
+        cause = _transport_cause(exc)
+        if cause is None:
             raise
-        raise CollectiveError(collective_message(what, rank, timeout_s, exc)) from exc
+        raise CollectiveError(collective_message(what, rank, timeout_s, cause)) from exc
 
 
 def collective_message(what: str, rank: int, timeout_s: float, exc: BaseException) -> str:
