@@ -29,3 +29,8 @@ class WorkerError(ParatrainError, RuntimeError):
 class DivergenceError(ParatrainError, ArithmeticError):
     """Training produced a non-finite loss or model: names the epoch and step, the likely cause
     and what to try. The last finite checkpoint is kept; no model is saved."""
+
+
+class CollectiveError(ParatrainError, RuntimeError):
+    """A collective (all-reduce, barrier, checkpoint exchange) could not complete: a peer died or the
+    network to it is cut. Names the rank, the collective and the timeout that bounded the wait."""

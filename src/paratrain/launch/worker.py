@@ -15,6 +15,7 @@ from paratrain.config import FitConfig
 from paratrain.launch.env import destroy_process_group, init_process_group, pick_device
 from paratrain.strategies import WorkerContext, strategy_class
 from paratrain.train import interrupts
+from paratrain.train.collectives import collective
 from paratrain.train.loop import run_training
 
 
@@ -48,7 +49,8 @@ def run_worker(job: WorkerJob, rank: int, world_size: int, local_rank: int, stor
     ctx = WorkerContext(rank=rank, world_size=world_size, local_rank=local_rank, device=device)
     uses_group = strategy_class(job.config.parallel.strategy).needs_process_group
     if uses_group:
-        init_process_group(ctx, job.config.parallel.timeout_s, store)
+        with collective("process group rendezvous", rank, job.config.parallel.timeout_s):
+            init_process_group(ctx, job.config.parallel.timeout_s, store)
     try:
         # fork_rng: an in-process run (the estimators) must leave the caller's RNG as it was.
         # handled(): SIGTERM, like Ctrl-C, stops an in-process run between two writes.

@@ -107,6 +107,9 @@ class Strategy:
     and advise never recommends it."""
     communicates: ClassVar[bool] = False
     """True when the workers exchange gradients, parameters or activations while training."""
+    step_collective: ClassVar[str] = ""
+    """What a training step waits on from the other workers, as an error names it when a peer is
+    gone (train/collectives.py); empty: "<name> training step"."""
     shards_model: ClassVar[bool] = False
     """True when each rank holds only part of the model's parameters (fsdp, pipeline, tensor):
     checkpoints are then sharded (torch.distributed.checkpoint) and ``full_model_state`` gathers

@@ -58,6 +58,7 @@ class DistributedDataParallelStrategy(ProcessGroupStrategy):
     bench_specs = ("ddp",)
     Options = DDPOptions
     description = "synchronous data parallel (all-reduce of gradients every step; --compress to compress)"
+    step_collective = "ddp gradient all-reduce in backward"
 
     def __init__(self, argument: str | None = None, options: "ParallelConfig | None" = None) -> None:
         super().__init__(argument, options)

@@ -46,6 +46,7 @@ class FullyShardedDataParallel(ProcessGroupStrategy):
     advise_specs = ("fsdp",)
     description = ("fully sharded data parallel (FSDP2): parameters, gradients and optimizer state split "
                    "over the workers; least memory per worker")
+    step_collective = "fsdp parameter all-gather / gradient reduce-scatter in the training step"
 
     def __init__(self, argument: str | None = None, options=None) -> None:
         super().__init__(argument, options)

@@ -67,15 +67,53 @@ def fit(config: FitConfig, data: pd.DataFrame | None = None, callbacks: Sequence
     check_tracking(config)
     frame = _check_data(config, source if table is None else table, workers)
     _check_workers(config, int(frame.memory_usage(deep=True).sum()))
-    run_dir, created = _new_run_dir(config)
-    with hold_run_dir(run_dir, lock=_is_dispatcher()) as lock:
-        result = _dispatch(config, source, run_dir, resume=False, callbacks=tuple(callbacks),
-                           started_at=started_at, created=created, lock=lock)
+    run_dir = _run_dir_path(config)
+    plan = _restart_plan(run_dir, config)
+    if plan == rundir.RESTART_FINISHED:
+        log.info("%s: this run finished there before the restart; nothing left to train", run_dir)
+        summary = json.loads((run_dir / rundir.SUMMARY_FILE).read_text())
+        return FitResult(run_dir, summary if _is_main() else {})
+    if plan == rundir.RESTART_RESUME:
+        result = _resume_restarted(config, source, run_dir, tuple(callbacks), started_at)
+    else:
+        run_dir, created = _new_run_dir(config, run_dir)
+        with hold_run_dir(run_dir, lock=_is_dispatcher()) as lock:
+            result = _dispatch(config, source, run_dir, resume=False, callbacks=tuple(callbacks),
+                               started_at=started_at, created=created, lock=lock)
     if choice and result.summary.get("status") == "finished":
         result.summary.update(choice)
         if _is_main():
             save_json_atomic(result.summary, run_dir / rundir.SUMMARY_FILE)
     return result
+
+
+def _restart_plan(run_dir: Path, config: FitConfig) -> str:
+    """A worker that torchrun's agent restarted (restart_count > 0) continues the run it finds in
+    ``run_dir`` (rundir.restart_plan); any other process starts a new run."""
+    env = torchrun_env()
+    if env is None or env.restart_count == 0:
+        return rundir.RESTART_NEW
+    plan = rundir.restart_plan(run_dir, config)
+    if env.is_main:
+        log.info("restart %d of torchrun's agent: %s", env.restart_count,
+                 {rundir.RESTART_RESUME: f"resuming {run_dir} from its last checkpoint",
+                  rundir.RESTART_NEW: f"no checkpoint in {run_dir} yet, starting the run over there",
+                  rundir.RESTART_FINISHED: f"{run_dir} holds the finished run"}[plan])
+    return plan
+
+
+def _resume_restarted(config: FitConfig, source: Any, run_dir: Path, callbacks: tuple,
+                      started_at: float) -> FitResult:
+    """Continue this run from ``run_dir``'s checkpoint on the (possibly smaller or larger) group
+    torchrun restarted; a sharded checkpoint reshards to the new world size (train/checkpointing.py)."""
+    with hold_run_dir(run_dir, lock=_is_dispatcher()) as lock:
+        if _is_main():
+            removed = rundir.remove_temp_files(run_dir)  # of writes the killed group never finished
+            if removed:
+                log.info("removed %d unfinished temp file(s) of an interrupted write: %s", len(removed),
+                         ", ".join(removed))
+        return _dispatch(config, source, run_dir, resume=True, callbacks=callbacks, started_at=started_at,
+                         lock=lock)
 
 
 def _resolve_auto(config: FitConfig, source: Any) -> tuple[FitConfig, dict[str, str] | None, pd.DataFrame | None]:
@@ -277,16 +315,20 @@ def _check_workers(config: FitConfig, data_bytes: int) -> None:
         log.warning("%s", warning)
 
 
-def _new_run_dir(config: FitConfig) -> tuple[Path, Path | None]:
+def _run_dir_path(config: FitConfig) -> Path:
+    """Where the run goes: --out, else a name every torchrun rank derives alike, else a new dated folder."""
+    if config.output.out:
+        return Path(config.output.out)
+    if under_torchrun():
+        # Every rank must agree on the directory without talking: derive it from the job id,
+        # which a restarted group keeps, so that it finds its run again.
+        return Path("runs") / f"torchrun-{torchrun_env().run_id or 'job'}"
+    return rundir.default_run_dir(config.parallel.strategy)
+
+
+def _new_run_dir(config: FitConfig, run_dir: Path) -> tuple[Path, Path | None]:
     """The run directory, made (or a failed run's taken over) by rank 0, with its config;
     and the topmost folder this made, which a failure before the first checkpoint removes."""
-    if config.output.out:
-        run_dir = Path(config.output.out)
-    elif under_torchrun():
-        # Every rank must agree on the directory without talking: derive it from the job id.
-        run_dir = Path("runs") / f"torchrun-{torchrun_env().run_id or 'job'}"
-    else:
-        run_dir = rundir.default_run_dir(config.parallel.strategy)
     created = None
     if _is_main():
         try:

@@ -34,6 +34,7 @@ from paratrain.train.checkpointing import (
     save_checkpoint,
     save_model,
 )
+from paratrain.train.collectives import collective
 from paratrain.train.divergence import (
     checkpoint_note,
     divergence_message,
@@ -199,8 +200,9 @@ def run_training(config: FitConfig, worker: WorkerContext, source: Any, run_dir:
             # metrics line are written both or neither (interrupts.deferred).
             with interrupts.deferred():
                 if _checkpoint_due(config, state, sessions_epochs, stopped_early):
-                    save_checkpoint(run_dir, worker, strategy, wrapped, optimizer, scheduler, scaler,
-                                    dict(state.__dict__))
+                    with _waiting_on("checkpoint (barriers and state gathers)", worker, config):
+                        save_checkpoint(run_dir, worker, strategy, wrapped, optimizer, scheduler, scaler,
+                                        dict(state.__dict__))
                 if worker.is_main:
                     metrics.append(record)
                     progress.update(record)
@@ -228,8 +230,9 @@ def run_training(config: FitConfig, worker: WorkerContext, source: Any, run_dir:
         # The workers' models were averaged: the per-epoch figures described each worker's
         # own model, the summary must describe the model that is saved.
         final_validation = _validate(ctx, data, config, strategy, worker)
-    full_state = strategy.full_model_state(wrapped) if finished else {}  # every rank takes part
-    strategy.barrier()
+    with _waiting_on("final model gather and barrier", worker, config):
+        full_state = strategy.full_model_state(wrapped) if finished else {}  # every rank takes part
+        strategy.barrier()
     strategy.teardown()
     if not worker.is_main:
         return None
@@ -273,8 +276,9 @@ def _run_epoch(ctx: StepContext, data: PreparedData, config: FitConfig, state: L
     after_step = inner.after_step if inner.points else None
     if state.activations_bytes == 0:
         after_step = _measure_activations(ctx, state, config, after_step)
-    loss_sum, rows, bad_step = train_epoch(ctx, data, config, state,
-                                           epoch_generator(config, state.epoch, worker.data_rank), after_step)
+    with _waiting_on(strategy.step_collective or f"{strategy.name} training step", worker, config):
+        loss_sum, rows, bad_step = train_epoch(ctx, data, config, state,
+                                               epoch_generator(config, state.epoch, worker.data_rank), after_step)
     # Validations inside the epoch are measurement, not training: samples/s leaves them out.
     train_seconds = time.perf_counter() - started - inner.seconds
     # Whether this rank's parameters are finite rides on the all-reduce the loss needs anyway,
@@ -291,8 +295,9 @@ def _run_epoch(ctx: StepContext, data: PreparedData, config: FitConfig, state: L
     slots[world + worker.rank * WIDTH: world + (worker.rank + 1) * WIDTH] = memory.to_list()
     # Each data-parallel replica's loss and rows count once (its pipeline's last stage, its tensor group's first rank).
     counts = 1.0 if strategy.reports_metrics(worker) else 0.0
-    totals = strategy.all_reduce_sum(torch.tensor([loss_sum * counts, rows * counts, bad_params, *slots],
-                                                  dtype=torch.float64))
+    with _waiting_on("epoch metrics all_reduce", worker, config):
+        totals = strategy.all_reduce_sum(torch.tensor([loss_sum * counts, rows * counts, bad_params, *slots],
+                                                      dtype=torch.float64))
     train_seconds = float(max(totals[3:3 + world].tolist()))
     memory_per_rank = gather_breakdowns(totals, world, 3 + world)
     if not math.isfinite(float(totals[0])) or totals[2] > 0:
@@ -380,11 +385,18 @@ def _measure_activations(ctx: StepContext, state: LoopState, config: FitConfig,
 def _validate(ctx: StepContext, data: PreparedData, config: FitConfig, strategy: Strategy,
               worker: WorkerContext) -> dict[str, Any]:
     """Validation metrics of the model(s) now: each replica scores its own rows, the sums add up."""
-    sums = evaluation_sums(ctx.model, strategy.eval_forward(ctx.model), data.x_val, data.y_val, data.task,
-                           max(config.train.batch_size, 4096), ctx.precision.autocast)
-    if not strategy.reports_metrics(worker):
-        sums.zero_()  # this replica's rows are counted by another rank of its group
-    return metrics_from_sums(strategy.all_reduce_sum(sums), data.task, data.target_scale)
+    with _waiting_on("validation (forward and metrics all_reduce)", worker, config):
+        sums = evaluation_sums(ctx.model, strategy.eval_forward(ctx.model), data.x_val, data.y_val, data.task,
+                               max(config.train.batch_size, 4096), ctx.precision.autocast)
+        if not strategy.reports_metrics(worker):
+            sums.zero_()  # this replica's rows are counted by another rank of its group
+        sums = strategy.all_reduce_sum(sums)
+    return metrics_from_sums(sums, data.task, data.target_scale)
+
+
+def _waiting_on(what: str, worker: WorkerContext, config: FitConfig) -> contextlib.AbstractContextManager:
+    """A peer gone or a link cut while in the block raises CollectiveError naming ``what``."""
+    return collective(what, worker.rank, config.parallel.timeout_s)
 
 
 def _ask_callbacks(callbacks: Sequence[EpochCallback], record: dict[str, Any], worker: WorkerContext,

@@ -165,3 +165,55 @@ def read_config(run_dir: Path) -> FitConfig:
     if not path.is_file():
         raise ConfigError(f"'{run_dir}' is not a paratrain run directory: it has no {CONFIG_FILE}")
     return FitConfig.from_dict(load_yaml(path))
+
+
+RESTART_NEW = "new"
+RESTART_RESUME = "resume"
+RESTART_FINISHED = "finished"
+
+_PER_SESSION = ("stop_after",)
+"""Config fields that belong to one session, not to the run: a resume resets them (fit.resume)."""
+
+
+def restart_plan(path: Path, config: FitConfig) -> str:
+    """What a worker that torchrun restarted does with the run directory it finds at ``path``.
+
+    RESTART_RESUME: ``path`` holds this run (its config.yaml equals ``config``, as ``--resume``
+    would continue it) and a checkpoint; RESTART_FINISHED: this run finished there already (the
+    group died after its summary was written); RESTART_NEW: no checkpoint yet, the run starts over
+    in the same directory (a new run's checks apply). A directory holding another run is a
+    ConfigError.
+
+    Every rank must decide alike without talking, so this reads only files that rank 0 writes
+    atomically and that no rank changes before the group has formed again: checkpoint.pt,
+    summary.json and, when one of them is there, config.yaml.
+    """
+    has_checkpoint = (path / CHECKPOINT_FILE).is_file()
+    has_summary = (path / SUMMARY_FILE).is_file()
+    if not has_checkpoint and not has_summary:
+        return RESTART_NEW
+    _check_same_run(path, config)
+    if has_summary:
+        import json
+
+        summary = json.loads((path / SUMMARY_FILE).read_text())
+        if summary.get("status") == "finished":
+            return RESTART_FINISHED
+    return RESTART_RESUME if has_checkpoint else RESTART_NEW
+
+
+def _check_same_run(path: Path, config: FitConfig) -> None:
+    """ConfigError unless ``path``'s config.yaml describes the run ``config`` describes."""
+    if not (path / CONFIG_FILE).is_file():
+        raise ConfigError(f"run directory '{path}' holds a checkpoint or summary but no {CONFIG_FILE}: it is not "
+                          "this run's; choose another --out")
+    stored = read_config(path).to_dict()
+    # Round-trip the new config as stored, so that only real differences count.
+    wanted = FitConfig.from_dict(yaml.safe_load(yaml.safe_dump(config.to_dict(), sort_keys=False))).to_dict()
+    differences = [f"{section}.{key}: {stored[section].get(key)!r} there, {value!r} now"
+                   for section, fields in wanted.items() for key, value in fields.items()
+                   if key not in _PER_SESSION and stored.get(section, {}).get(key) != value]
+    if differences:
+        raise ConfigError(f"run directory '{path}' holds another run (its config differs: "
+                          f"{'; '.join(differences[:3])}); a restarted worker resumes only its own run: "
+                          "choose another --out")
