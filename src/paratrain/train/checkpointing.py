@@ -71,11 +71,15 @@ def save_checkpoint(run_dir: Path, worker: WorkerContext, strategy: Strategy, mo
     optimizer_state = strategy.optimizer_state(optimizer)  # a collective for ZeRO: every rank calls
     plain = strategy.unwrap_model(model)
     if strategy.replicas_differ and not worker.is_main:
-        # A rank other than 0 keeps its own model, optimizer and strategy state beside rank 0's.
+        # A rank other than 0 keeps its own model, optimizer and strategy state beside rank 0's,
+        # and the one before: a worker stopped after this write but before rank 0's (below) leaves
+        # checkpoint.pt at the previous checkpoint, which this rank must still be able to resume.
+        path = run_dir / rundir.rank_checkpoint_file(worker.rank)
         save_torch_atomic(
             {"epoch": state["epoch"], "step": state["step"], "world_size": worker.world_size,
-             "model": plain.state_dict(), "optimizer": optimizer.state_dict(), "strategy": strategy_state},
-            run_dir / rundir.rank_checkpoint_file(worker.rank))
+             "model": plain.state_dict(), "optimizer": optimizer.state_dict(), "strategy": strategy_state,
+             PREVIOUS_KEY: _without_previous(load_torch(path)) if path.is_file() else None},
+            path)
     if strategy.replicas_differ and worker.world_size > 1:
         # checkpoint.pt only after every rank's own file is written: a worker killed in between
         # leaves the previous checkpoint in force, not one whose other ranks' states are older.
@@ -109,6 +113,15 @@ def _save_sharded(run_dir: Path, worker: WorkerContext, strategy: Strategy, mode
             if old.name != folder:
                 shutil.rmtree(old, ignore_errors=True)
     strategy.barrier()
+
+
+PREVIOUS_KEY = "previous"
+"""A rank's own checkpoint file also holds the one before (the checkpoint.pt in force until rank 0's write)."""
+
+
+def _without_previous(own: dict[str, Any]) -> dict[str, Any]:
+    own.pop(PREVIOUS_KEY, None)
+    return own
 
 
 OWN_KEY = "own_rank_checkpoint"
@@ -218,13 +231,16 @@ def _dcp_load(state: dict[str, Any], folder: Path) -> None:
 
 
 def _own_rank_checkpoint(checkpoint: dict[str, Any], worker: WorkerContext) -> dict[str, Any] | None:
-    """This rank's own checkpoint when it belongs to the same epoch (and step) and world size as rank 0's."""
+    """This rank's own checkpoint (the last or the one before) that belongs to the same epoch, step and
+    world size as rank 0's, if there is one."""
     saved = checkpoint.get(OWN_KEY)
     state = checkpoint["state"]
-    if (saved is None or saved.get("epoch") != state["epoch"] or saved.get("world_size") != worker.world_size
-            or saved.get("step", state.get("step")) != state.get("step")):
-        return None
-    return saved
+    for candidate in (saved, (saved or {}).get(PREVIOUS_KEY)):
+        if (candidate is not None and candidate.get("epoch") == state["epoch"]
+                and candidate.get("world_size") == worker.world_size
+                and candidate.get("step", state.get("step")) == state.get("step")):
+            return candidate
+    return None
 
 
 def _load_rank_model(checkpoint: dict[str, Any], worker: WorkerContext, model: torch.nn.Module,
