@@ -5,19 +5,28 @@
 
 Trains an MLP (512x3 by default, 0.53M parameters, Adam: a 6 MB whole checkpoint) on a synthetic
 regression table (Friedman #1), once per strategy and K, the runs interleaved (each repeat runs every
-K once, in turn) because the machine is shared and noisy. Prints a Markdown table: the median
-training seconds (summary ``train_seconds``: the steps, the step checkpoints written between them
-included; not start-up or validation), the step checkpoints written, the seconds per checkpoint
-and the ratio to K=0. Every run also writes the usual checkpoint at each epoch's end.
+K once, in turn) because the machine is shared and noisy. Prints a Markdown table: the step
+checkpoints written, the median training seconds (summary ``train_seconds``: the steps and the
+step checkpoints written between them; not start-up or validation) and its ratio to K=0's, and,
+measured inside the same runs (metrics.jsonl ``step_checkpoint_seconds``, rank 0), the median
+seconds per checkpoint and the share of training time spent on them. On a shared machine the
+share is the steadier figure: the ratio of two medians carries the noise of both. Every run also
+writes the usual checkpoint at each epoch's end (not counted).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
+import os
 import statistics
 import tempfile
 from pathlib import Path
+
+# Before torch loads: threads that wait passively, as the launched workers' do; spinning ones thrash
+# on a shared machine (PLATFORM_NOTES: 20k -> 3k samples/s) and would swamp what is measured here.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 STRATEGIES = (("single", 1), ("fsdp", 2))
 
@@ -47,14 +56,6 @@ def _table(path: Path, rows: int) -> None:
     frame.to_csv(path, index=False)
 
 
-def _step_checkpoints(every: int, steps_per_epoch: int, epochs: int) -> int:
-    """Checkpoints written inside epochs: every K steps of the run, except on an epoch's last step."""
-    if every == 0:
-        return 0
-    return sum(1 for step in range(1, steps_per_epoch * epochs + 1)
-               if step % every == 0 and step % steps_per_epoch != 0)
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from paratrain.config import FitConfig
@@ -64,6 +65,9 @@ def main(argv: list[str] | None = None) -> int:
     every = [int(k) for k in args.every.split(",")]
     chosen = [(name, workers) for name, workers in STRATEGIES if name in args.strategies.split(",")]
     seconds: dict[tuple[str, int], list[float]] = {}
+    per_checkpoint: dict[tuple[str, int], list[float]] = {}
+    share: dict[tuple[str, int], list[float]] = {}
+    written: dict[tuple[str, int], int] = {}
     steps: dict[str, int] = {}
     with tempfile.TemporaryDirectory() as folder:
         data = Path(folder) / "data.csv"
@@ -78,22 +82,30 @@ def main(argv: list[str] | None = None) -> int:
                         "strategy": name, "workers": workers, "checkpoint_every_steps": k, "verbosity": 0,
                         "out": str(out)})
                     summary = fit(config).summary
+                    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+                    count = sum(r.get("step_checkpoints", 0) for r in records)
+                    spent = sum(r.get("step_checkpoint_seconds", 0.0) for r in records)
                     seconds.setdefault((name, k), []).append(summary["train_seconds"])
+                    share.setdefault((name, k), []).append(spent / summary["train_seconds"])
+                    if count:
+                        per_checkpoint.setdefault((name, k), []).append(spent / count)
+                    written[(name, k)] = count
                     steps[name] = math.ceil(summary["n_train"] / workers / args.batch_size)
                     print(f"# {name} K={k} repeat {repeat + 1}: {summary['train_seconds']:.2f} s", flush=True)
     print(f"\nMLP {args.hidden}, {args.rows:,} rows, batch {args.batch_size} per worker, {args.epochs} epochs, "
           f"medians of {args.repeats} interleaved runs\n")
     print("| strategy | workers | steps/epoch | --checkpoint-every-steps | step checkpoints | train s (median) "
-          "| s per checkpoint | vs K=0 |")
-    print("|---|---|---|---|---|---|---|---|")
+          "| vs K=0 | s per checkpoint | share of train s |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for name, workers in chosen:
         base = statistics.median(seconds[(name, 0)]) if (name, 0) in seconds else None
         for k in every:
             median = statistics.median(seconds[(name, k)])
-            count = _step_checkpoints(k, steps[name], args.epochs)
-            each = f"{(median - base) / count:.3f}" if base is not None and count else "-"
             ratio = f"{median / base:.2f}x" if base else "-"
-            print(f"| {name} | {workers} | {steps[name]} | {k} | {count} | {median:.2f} | {each} | {ratio} |")
+            each = f"{statistics.median(per_checkpoint[(name, k)]):.3f}" if (name, k) in per_checkpoint else "-"
+            part = f"{100 * statistics.median(share[(name, k)]):.0f}%"
+            print(f"| {name} | {workers} | {steps[name]} | {k} | {written[(name, k)]} | {median:.2f} | {ratio} "
+                  f"| {each} | {part} |")
     return 0
 
 

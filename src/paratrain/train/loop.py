@@ -292,11 +292,11 @@ def _run_epoch(ctx: StepContext, data: PreparedData, config: FitConfig, state: L
     started = time.perf_counter()
     inner = _InnerValidations(ctx, data, config, state, strategy, worker, started)
     after_step = inner.after_step if inner.points else None
-    before_step = None
+    before_step = checkpoints = None
     losses: list[torch.Tensor] = []
     if config.train.checkpoint_every_steps > 0:
-        after_step, before_step = _step_checkpoint_hooks(ctx, data, config, state, worker, run_dir, inner,
-                                                         losses, after_step)
+        after_step, before_step, checkpoints = _step_checkpoint_hooks(ctx, data, config, state, worker, run_dir,
+                                                                      inner, losses, after_step)
     if state.activations_bytes == 0:
         after_step = _measure_activations(ctx, state, config, after_step)
     loss_sum, rows, bad_step = train_epoch(ctx, data, config, state,
@@ -361,6 +361,9 @@ def _run_epoch(ctx: StepContext, data: PreparedData, config: FitConfig, state: L
     record["memory"] = [m.to_dict() for m in memory_per_rank]
     if inner.records:
         record["evals"] = inner.records
+    if checkpoints is not None:
+        record["step_checkpoints"] = checkpoints.written
+        record["step_checkpoint_seconds"] = checkpoints.seconds_spent  # rank 0's, inside train_seconds
     return record
 
 
@@ -400,7 +403,7 @@ class _InnerValidations:
 def _step_checkpoint_hooks(ctx: StepContext, data: PreparedData, config: FitConfig, state: LoopState,
                            worker: WorkerContext, run_dir: Path, inner: "_InnerValidations",
                            losses: list[torch.Tensor], then: Callable[[int], None] | None,
-                           ) -> tuple[Callable[[int], None], Callable[[int], None]]:
+                           ) -> tuple[Callable[[int], None], Callable[[int], None], Any]:
     """``train_epoch``'s hooks for checkpoints inside the epoch: a checkpoint every
     checkpoint_every_steps steps (after ``then``), and dropout reseeded before each step."""
     from paratrain.train.stepcheckpoints import StepCheckpoints, step_seed
@@ -417,7 +420,7 @@ def _step_checkpoint_hooks(ctx: StepContext, data: PreparedData, config: FitConf
 
     def before_step(index: int) -> None:
         torch.manual_seed(step_seed(config, state.epoch, index, worker.data_rank))
-    return after_step, before_step
+    return after_step, before_step, checkpoints
 
 
 def _measure_activations(ctx: StepContext, state: LoopState, config: FitConfig,

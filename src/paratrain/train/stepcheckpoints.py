@@ -13,6 +13,7 @@ No metrics line is written here: metrics.jsonl stays one line per finished epoch
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -54,10 +55,15 @@ class StepCheckpoints:
         """The epoch's validations so far (those carried from a resumed checkpoint included)."""
         self.seconds = seconds
         """This rank's training seconds in this session's part of the epoch so far."""
+        self.written = 0
+        """Checkpoints written in this session's part of the epoch."""
+        self.seconds_spent = 0.0
+        """Seconds this rank spent on them (the all-reduce and the write)."""
 
     def after_step(self, done: int) -> None:
         if self.state.step % self.every != 0 or done >= self.steps_in_epoch:
             return
+        begun = time.perf_counter()
         strategy = self.ctx.strategy
         world = self.worker.world_size
         counts = 1.0 if strategy.reports_metrics(self.worker) else 0.0
@@ -79,3 +85,5 @@ class StepCheckpoints:
         with interrupts.deferred():
             save_checkpoint(self.run_dir, self.worker, strategy, self.ctx.model, self.ctx.optimizer,
                             self.ctx.scheduler, self.ctx.scaler, state)
+        self.written += 1
+        self.seconds_spent += time.perf_counter() - begun
