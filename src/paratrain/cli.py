@@ -66,6 +66,9 @@ def _fit_arguments(parser: argparse.ArgumentParser) -> None:
     train.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default: auto")
     train.add_argument("--stop-after", type=int, help="end this session after N epochs; continue with --resume")
     train.add_argument("--checkpoint-every", type=int, help="write checkpoint.pt every N epochs and at the end (1); 0 never")
+    train.add_argument("--checkpoint-every-steps", type=int, metavar="K",
+                       help="also write checkpoint.pt every K optimizer steps inside an epoch (0: never); "
+                            "a resume or restart continues mid-epoch exactly")
     train.add_argument("--evals-per-epoch", type=int,
                        help="validations per epoch (1); above 1, metrics.jsonl lists those inside each epoch")
 
@@ -75,6 +78,9 @@ def _fit_arguments(parser: argparse.ArgumentParser) -> None:
     parallel.add_argument("--workers", type=int, help="worker processes on this machine (1)")
     parallel.add_argument("--threads", type=int, help="intra-op threads per worker (default: cores / workers)")
     parallel.add_argument("--timeout", dest="timeout_s", type=float, help="seconds a collective may wait before failing (300)")
+    parallel.add_argument("--max-restarts", type=int, metavar="N",
+                          help="--workers: when a worker process dies, relaunch them all from the last "
+                               "checkpoint up to N times (0); under torchrun use torchrun's --max-restarts")
     parallel.add_argument("--compress", metavar="NAME",
                           help="ddp gradient compression: fp16, bf16, powersgd:RANK, topk:RATIO, int8 "
                                "(with adam, topk:RATIO trains at --lr x 1/sqrt(RATIO); see --no-compress-lr-scale)")

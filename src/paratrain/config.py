@@ -231,6 +231,10 @@ class TrainConfig:
     """End this session after this many epochs (checkpointed); continue later with --resume."""
     checkpoint_every: int = 1
     """Write checkpoint.pt every this many epochs and at the end; 0 never (then a run cannot be resumed)."""
+    checkpoint_every_steps: int = 0
+    """Also write checkpoint.pt every this many optimizer steps inside an epoch (0: only at epochs' ends):
+    bounds the work a killed worker loses, and a resume continues mid-epoch exactly. Above 0, dropout is
+    reseeded per step (instead of per epoch), so its masks differ from those of a run with 0."""
     evals_per_epoch: int = 1
     """Validations per epoch: above 1, the epoch's record also lists validations at evenly spaced
     steps inside the epoch (finer loss curves and time-to-target on large data sets)."""
@@ -248,6 +252,7 @@ class TrainConfig:
         if self.stop_after is not None:
             _check_int("stop_after", self.stop_after, 1)
         _check_int("checkpoint_every", self.checkpoint_every, 0)
+        _check_int("checkpoint_every_steps", self.checkpoint_every_steps, 0)
         _check_int("evals_per_epoch", self.evals_per_epoch, 1)
         if self.stop_after is not None and self.checkpoint_every == 0:
             raise ConfigError("stop_after needs checkpoints to resume from, but checkpoint_every=0")
@@ -265,6 +270,9 @@ class ParallelConfig:
     """Intra-op threads per worker; default: the cores divided among the workers."""
     timeout_s: float = 300.0
     """Seconds a collective or the rendezvous may wait before the run fails instead of hanging."""
+    max_restarts: int = 0
+    """Local workers (--workers N): when a worker process dies, relaunch the group from the last
+    checkpoint up to this many times. Under torchrun, torchrun's own --max-restarts governs."""
     link: str = "loopback"
     """How the local workers are joined: 'loopback', or an emulated network such as '100mbit' or
     '1gbit' (each worker in its own network namespace, the link limited with tc; needs root)."""
@@ -286,6 +294,7 @@ class ParallelConfig:
         if self.threads is not None:
             _check_int("threads", self.threads, 1)
         _check_positive("timeout_s", self.timeout_s)
+        _check_int("max_restarts", self.max_restarts, 0)
         self.calibration = _check_text("calibration", self.calibration, path=True)
         if not isinstance(self.strategy, str):
             raise ConfigError(f"strategy={self.strategy!r} must be a strategy name; see `paratrain strategies`")

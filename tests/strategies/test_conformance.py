@@ -8,17 +8,17 @@ schedule (state a resume must restore) and shuffled rows. What every strategy mu
 (a) learn: its validation loss ends within ``conformance_tolerance`` (1.5x unless the class says
     otherwise) of `single` at the same global batch of 64 rows, and a strategy that
     ``communicates`` reports the bytes it sent;
-(b) resume: stopped after epoch 1 and resumed, it ends with the parameters of the uninterrupted
-    run, bit for bit where the strategy is ``deterministic``; an asynchronous one (whose update
-    order is the scheduler's) must finish with a validation loss within its tolerance of the
-    uninterrupted run's. A strategy whose ``replicas_differ`` keeps one checkpoint per rank;
+(b) resume: tests/train/test_restarts.py kills a worker of every launched strategy in the middle
+    of an epoch and checks that the restarted run ends with the parameters of the uninterrupted
+    run (1e-6) where the strategy is ``deterministic``, or (asynchronous ones) with a validation
+    loss within its tolerance; tests/train/test_step_checkpoints.py resumes the one-process ones;
 (c) accumulate, where it ``supports_accumulation``: 2 micro-batches of b rows give the parameters
     of one batch of 2b (atol 2e-5: only the order of float32 sums differs), or for an
     asynchronous strategy, or one that ``selects_by_magnitude`` (where rounding flips choices),
     the same loss within its tolerance.
 
-Each strategy costs four short runs (uninterrupted, stopped, resumed, accumulated); the
-uninterrupted one is shared by (a), (b) and (c).
+Each strategy costs two short runs here (uninterrupted, accumulated); the uninterrupted one is
+shared by (a) and (c).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ import torch
 
 from paratrain.config import FitConfig
 from paratrain.strategies import known_strategies, strategy_class
-from paratrain.train.fit import fit, resume
+from paratrain.train.fit import fit
 from tests.conftest import assert_states_close, model_state
 
 GLOBAL_BATCH = 64
@@ -91,29 +91,6 @@ def test_learns_like_single(name, runs):
     assert [r["epoch"] for r in records] == list(range(1, EPOCHS + 1))
     if cls.communicates:
         assert records[-1]["comm_bytes_per_step"] > 0  # every communicating strategy counts its bytes
-
-
-@pytest.mark.timeout(120)
-@pytest.mark.parametrize("name", STRATEGIES)
-def test_resume_equals_an_uninterrupted_run(name, runs, tmp_path):
-    cls = strategy_class(name)
-    full = runs.full(name)
-    stopped = fit(_config(runs.data, tmp_path / "parts", name, stop_after=1))
-    assert stopped.summary["status"] == "stopped"
-    assert not (stopped.run_dir / "model.pt").exists()
-    if cls.replicas_differ and _workers(name) > 1:
-        assert (stopped.run_dir / "checkpoint.rank1.pt").is_file()  # each worker keeps its own state
-    resumed = resume(stopped.run_dir)
-    assert resumed.summary["status"] == "finished" and resumed.summary["epochs"] == EPOCHS
-    lines = (resumed.run_dir / "metrics.jsonl").read_text().splitlines()
-    assert [json.loads(line)["epoch"] for line in lines] == list(range(1, EPOCHS + 1))
-    if cls.deterministic:
-        a, b = model_state(full.run_dir), model_state(resumed.run_dir)
-        for key in a:
-            assert torch.equal(a[key], b[key]), (name, key, (a[key] - b[key]).abs().max().item())
-    else:
-        # The order of asynchronous updates is the scheduler's: only the outcome can be compared.
-        assert resumed.summary["val_loss"] <= cls.conformance_tolerance * full.summary["val_loss"]
 
 
 @pytest.mark.timeout(120)

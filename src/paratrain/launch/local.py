@@ -219,12 +219,13 @@ def _failure(procs: list[subprocess.Popen], failed: list[int], scratch: Path, la
         code = procs[rank].returncode
         how = f"was killed by signal {signal.Signals(-code).name}" if code < 0 else f"exited with code {code}"
         error = WorkerError(f"{label} rank {rank} {how} without reporting an error")
-        error.rank, error.details = rank, ""
+        error.rank, error.details, error.reported_type = rank, "", None
         return error
     first = min(reports, key=lambda rank: reports[rank]["time"])
     report = reports[first]
     error = WorkerError(f"{label} rank {first} failed: {report['type']}: {report['message']}")
     error.rank, error.details = first, report["traceback"]
+    error.reported_type = report["type"]  # the exception's class name: a restart may not help (fit's restarts)
     return error
 
 

@@ -46,8 +46,13 @@ def _state_options() -> Any:
     return StateDictOptions(flatten_optimizer_state_dict=True)
 
 
-def sharded_folder(epoch: int) -> str:
-    """The DCP folder of the checkpoint after ``epoch`` epochs."""
+def sharded_folder(epoch: int, epoch_step: int = 0) -> str:
+    """The DCP folder of the checkpoint after ``epoch`` epochs (and ``epoch_step`` steps of the next).
+
+    Each checkpoint its own name: the folder checkpoint.pt names is never the one being replaced.
+    """
+    if epoch_step:
+        return f"checkpoint-e{epoch:05d}-s{epoch_step:07d}.dcp"
     return f"checkpoint-e{epoch:05d}.dcp"
 
 
@@ -60,28 +65,37 @@ def save_checkpoint(run_dir: Path, worker: WorkerContext, strategy: Strategy, mo
             "state": state, "strategy": strategy_state, "world_size": worker.world_size,
             "strategy_name": strategy.name}
     if strategy.shards_model:
-        _save_sharded(run_dir, worker, strategy, model, optimizer, state["epoch"], rest)
+        _save_sharded(run_dir, worker, strategy, model, optimizer,
+                      sharded_folder(state["epoch"], state.get("epoch_step", 0)), rest)
         return
     optimizer_state = strategy.optimizer_state(optimizer)  # a collective for ZeRO: every rank calls
     plain = strategy.unwrap_model(model)
+    if strategy.replicas_differ and not worker.is_main:
+        # A rank other than 0 keeps its own model, optimizer and strategy state beside rank 0's,
+        # and the one before: a worker stopped after this write but before rank 0's (below) leaves
+        # checkpoint.pt at the previous checkpoint, which this rank must still be able to resume.
+        path = run_dir / rundir.rank_checkpoint_file(worker.rank)
+        save_torch_atomic(
+            {"epoch": state["epoch"], "step": state["step"], "world_size": worker.world_size,
+             "model": plain.state_dict(), "optimizer": optimizer.state_dict(), "strategy": strategy_state,
+             PREVIOUS_KEY: _without_previous(load_torch(path)) if path.is_file() else None},
+            path)
+    if strategy.replicas_differ and worker.world_size > 1:
+        # checkpoint.pt only after every rank's own file is written: a worker killed in between
+        # leaves the previous checkpoint in force, not one whose other ranks' states are older.
+        # (An all-reduce, not barrier(): async's barrier ends its training.)
+        strategy.all_reduce_sum(torch.zeros(1, dtype=torch.float64))
     if worker.is_main:
         check_finite_model(plain, rundir.CHECKPOINT_FILE)
         save_torch_atomic({"model": plain.state_dict(), "optimizer": optimizer_state, **rest},
                           run_dir / rundir.CHECKPOINT_FILE)
-    elif strategy.replicas_differ:
-        # A rank other than 0 keeps its own model, optimizer and strategy state beside rank 0's.
-        save_torch_atomic(
-            {"epoch": state["epoch"], "world_size": worker.world_size, "model": plain.state_dict(),
-             "optimizer": optimizer.state_dict(), "strategy": strategy_state},
-            run_dir / rundir.rank_checkpoint_file(worker.rank))
 
 
 def _save_sharded(run_dir: Path, worker: WorkerContext, strategy: Strategy, model: torch.nn.Module,
-                  optimizer: torch.optim.Optimizer, epoch: int, rest: dict[str, Any]) -> None:
+                  optimizer: torch.optim.Optimizer, folder: str, rest: dict[str, Any]) -> None:
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import get_state_dict
 
-    folder = sharded_folder(epoch)
     temp = run_dir / f".{folder}.tmp"
     if worker.is_main and temp.exists():
         shutil.rmtree(temp)  # left by a crash while writing: never mixed with new shards
@@ -99,6 +113,15 @@ def _save_sharded(run_dir: Path, worker: WorkerContext, strategy: Strategy, mode
             if old.name != folder:
                 shutil.rmtree(old, ignore_errors=True)
     strategy.barrier()
+
+
+PREVIOUS_KEY = "previous"
+"""A rank's own checkpoint file also holds the one before (the checkpoint.pt in force until rank 0's write)."""
+
+
+def _without_previous(own: dict[str, Any]) -> dict[str, Any]:
+    own.pop(PREVIOUS_KEY, None)
+    return own
 
 
 OWN_KEY = "own_rank_checkpoint"
@@ -208,11 +231,16 @@ def _dcp_load(state: dict[str, Any], folder: Path) -> None:
 
 
 def _own_rank_checkpoint(checkpoint: dict[str, Any], worker: WorkerContext) -> dict[str, Any] | None:
-    """This rank's own checkpoint when it belongs to the same epoch and world size as rank 0's."""
+    """This rank's own checkpoint (the last or the one before) that belongs to the same epoch, step and
+    world size as rank 0's, if there is one."""
     saved = checkpoint.get(OWN_KEY)
-    if saved is None or saved.get("epoch") != checkpoint["state"]["epoch"] or saved.get("world_size") != worker.world_size:
-        return None
-    return saved
+    state = checkpoint["state"]
+    for candidate in (saved, (saved or {}).get(PREVIOUS_KEY)):
+        if (candidate is not None and candidate.get("epoch") == state["epoch"]
+                and candidate.get("world_size") == worker.world_size
+                and candidate.get("step", state.get("step")) == state.get("step")):
+            return candidate
+    return None
 
 
 def _load_rank_model(checkpoint: dict[str, Any], worker: WorkerContext, model: torch.nn.Module,

@@ -64,6 +64,7 @@ def fit(config: FitConfig, data: pd.DataFrame | None = None, callbacks: Sequence
     workers = _world_size(config)
     _check_device(config)
     _check_link(config)
+    _check_restarts(config)
     check_tracking(config)
     frame = _check_data(config, source if table is None else table, workers)
     _check_workers(config, int(frame.memory_usage(deep=True).sum()))
@@ -160,6 +161,7 @@ def resume(run_dir: str | os.PathLike, overrides: dict[str, Any] | None = None,
                               f"give its place with --data FILE")
         _check_device(config)
         _check_link(config)
+        _check_restarts(config)
         check_tracking(config)
         _check_workers(config, Path(source).stat().st_size)
         if _is_main():
@@ -238,9 +240,15 @@ def _run_workers(config: FitConfig, source: Any, run_dir: Path, resume: bool, ca
         summary = run_worker(job, env.rank, env.world_size, env.local_rank) or {}
     elif needs_group and workers > 1:
         from paratrain.launch.local import launch_local
+        from paratrain.train.restarts import launch_with_restarts
 
-        summary = launch_local(job, workers, keep_fds=(lock.fd,) if lock else (),
-                               link=parse_link(config.parallel.link))
+        link = parse_link(config.parallel.link)
+        # The lock's descriptor goes to every worker of every launch: the run directory stays
+        # held across restarts.
+        summary, restarts = launch_with_restarts(
+            job, config.parallel.max_restarts,
+            lambda this: launch_local(this, workers, keep_fds=(lock.fd,) if lock else (), link=link))
+        summary["restarts"] = restarts
     elif needs_group:
         summary = _run_one_rank_group(job)
     else:
@@ -302,6 +310,19 @@ def _check_link(config: FitConfig) -> None:
     from paratrain.launch.netns import check_can_emulate
 
     check_can_emulate(link)
+
+
+def _check_restarts(config: FitConfig) -> None:
+    """Restarts are for the workers fit starts itself: not under torchrun (torchrun restarts its own), not in one process."""
+    if config.parallel.max_restarts > 0 and under_torchrun():
+        raise ConfigError(f"max_restarts={config.parallel.max_restarts} relaunches the workers fit starts itself, but "
+                          "torchrun started these; drop --max-restarts from the fit command and give torchrun "
+                          "--max-restarts N (or paratrain launch --max-restarts N)")
+    if config.parallel.max_restarts > 0 and (config.parallel.workers < 2
+                                             or not strategy_class(config.parallel.strategy).needs_process_group):
+        raise ConfigError(f"max_restarts={config.parallel.max_restarts} relaunches dead worker processes, but "
+                          f"strategy={config.parallel.strategy!r} with workers={config.parallel.workers} trains in "
+                          "this process; use --workers 2 or more with a multi-process strategy, or drop --max-restarts")
 
 
 def _check_workers(config: FitConfig, data_bytes: int) -> None:

@@ -75,6 +75,18 @@ class LoopState:
     """The precision the run chose and why (PrecisionChoice.to_dict): a resumed 'auto' run keeps it."""
     activations_bytes: int = 0
     """Activations alive at once during a step on this rank, estimated on the run's first step."""
+    # A checkpoint inside an epoch (train.checkpoint_every_steps) carries the epoch's part done so far;
+    # at an epoch's end these are back to zero.
+    epoch_step: int = 0
+    """Optimizer steps of the current epoch done before this session: a resume skips them."""
+    epoch_loss_sum: float = 0.0
+    """Their summed loss over all ranks."""
+    epoch_rows: int = 0
+    """Their rows over all ranks."""
+    epoch_train_seconds: float = 0.0
+    """Their training time (the slowest rank's)."""
+    epoch_evals: list[dict[str, Any]] = field(default_factory=list)
+    """The validations inside the epoch among them (train.evals_per_epoch)."""
 
 
 def make_loss(task: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
@@ -92,14 +104,18 @@ def train_step(ctx: StepContext, x: torch.Tensor, y: torch.Tensor, micro_batch: 
 
 def train_epoch(
     ctx: StepContext, data: PreparedData, config: FitConfig, state: LoopState, generator: torch.Generator | None,
-    after_step: Callable[[int], None] | None = None,
+    after_step: Callable[[int], None] | None = None, start_step: int = 0,
+    before_step: Callable[[int], None] | None = None, losses: list[torch.Tensor] | None = None,
 ) -> tuple[float, int, int]:
-    """One pass over this rank's shard; returns (summed loss, rows, first non-finite step).
+    """One pass over this rank's shard; returns (summed loss, rows trained, first non-finite step).
 
     The first non-finite step is 1-based within the epoch, 0 when the summed loss is finite:
     the step losses are only looked at when their sum, which is read anyway, is not finite.
 
-    ``after_step(n)`` runs after the epoch's n-th step (1-based), on every rank.
+    ``after_step(n)`` runs after the epoch's n-th step (1-based), on every rank;
+    ``before_step(i)`` before its step i (0-based). ``start_step`` steps are skipped (done
+    before a mid-epoch checkpoint); the shuffled order is the same. ``losses``, when given,
+    receives the micro-batch losses as they come.
     """
     x, y = data.x_train, data.y_train
     if generator is not None:
@@ -108,20 +124,24 @@ def train_epoch(
         x, y = x[order], y[order]
     rows_per_step = config.train.batch_size * config.train.accumulate
     ctx.model.train()
-    losses: list[torch.Tensor] = []
+    losses = [] if losses is None else losses
     step_ends: list[int] = []  # len(losses) after each step: maps a micro-batch to its step
-    for start in range(0, len(x), rows_per_step):
+    first_row = min(start_step * rows_per_step, len(x))
+    for start in range(first_row, len(x), rows_per_step):
+        if before_step is not None:
+            before_step(start // rows_per_step)
         train_step(ctx, x[start : start + rows_per_step], y[start : start + rows_per_step],
                    config.train.batch_size, state.step, losses)
         step_ends.append(len(losses))
         state.step += 1
         if after_step is not None:
             after_step(start // rows_per_step + 1)
+    rows = len(x) - first_row
     if not losses:
-        return 0.0, len(x), 0
+        return 0.0, rows, 0
     stacked = torch.stack(losses).double()
     total = stacked.sum().item()  # the epoch's one sync
-    return total, len(x), (first_non_finite_step(stacked, step_ends) if not math.isfinite(total) else 0)
+    return total, rows, (first_non_finite_step(stacked, step_ends) + start_step if not math.isfinite(total) else 0)
 
 
 def steps_per_epoch(data: PreparedData, config: FitConfig) -> int:
@@ -189,10 +209,11 @@ def run_training(config: FitConfig, worker: WorkerContext, source: Any, run_dir:
     sessions_epochs = 0
     try:
         while state.epoch < config.train.epochs:
-            # Reseed per epoch and rank so dropout masks do not depend on where a run resumed.
-            # The data rank, not the rank: the ranks of one tensor-parallel group need the same dropout masks.
+            # Reseed per epoch and rank so dropout masks do not depend on where a run resumed (per
+            # step with step checkpoints: stepcheckpoints.step_seed). The data rank, not the rank:
+            # the ranks of one tensor-parallel group need the same dropout masks.
             torch.manual_seed(config.train.seed * 1_000_003 + state.epoch * 7919 + worker.data_rank + 1)
-            record = _run_epoch(ctx, data, config, state, worker, strategy)
+            record = _run_epoch(ctx, data, config, state, worker, strategy, run_dir)
             state.epoch += 1
             sessions_epochs += 1
             stopped_early = _update_early_stopping(state, record, config)
@@ -270,15 +291,21 @@ def _resolve_precision(config: FitConfig, worker: WorkerContext, checkpoint: dic
 
 
 def _run_epoch(ctx: StepContext, data: PreparedData, config: FitConfig, state: LoopState,
-               worker: WorkerContext, strategy: Strategy) -> dict[str, Any]:
+               worker: WorkerContext, strategy: Strategy, run_dir: Path) -> dict[str, Any]:
     started = time.perf_counter()
     inner = _InnerValidations(ctx, data, config, state, strategy, worker, started)
     after_step = inner.after_step if inner.points else None
+    before_step = checkpoints = None
+    losses: list[torch.Tensor] = []
+    if config.train.checkpoint_every_steps > 0:
+        after_step, before_step, checkpoints = _step_checkpoint_hooks(ctx, data, config, state, worker, run_dir,
+                                                                      inner, losses, after_step)
     if state.activations_bytes == 0:
         after_step = _measure_activations(ctx, state, config, after_step)
     with _waiting_on(strategy.step_collective or f"{strategy.name} training step", worker, config):
         loss_sum, rows, bad_step = train_epoch(ctx, data, config, state,
-                                               epoch_generator(config, state.epoch, worker.data_rank), after_step)
+                                               epoch_generator(config, state.epoch, worker.data_rank), after_step,
+                                               state.epoch_step, before_step, losses)
     # Validations inside the epoch are measurement, not training: samples/s leaves them out.
     train_seconds = time.perf_counter() - started - inner.seconds
     # Whether this rank's parameters are finite rides on the all-reduce the loss needs anyway,
@@ -300,6 +327,13 @@ def _run_epoch(ctx: StepContext, data: PreparedData, config: FitConfig, state: L
                                                       dtype=torch.float64))
     train_seconds = float(max(totals[3:3 + world].tolist()))
     memory_per_rank = gather_breakdowns(totals, world, 3 + world)
+    if state.epoch_step > 0:
+        # The epoch resumed from a checkpoint inside it: the steps before it count too.
+        totals[0] += state.epoch_loss_sum
+        totals[1] += state.epoch_rows
+        train_seconds += state.epoch_train_seconds
+    state.epoch_step, state.epoch_loss_sum, state.epoch_rows, state.epoch_train_seconds = 0, 0.0, 0, 0.0
+    state.epoch_evals = []
     if not math.isfinite(float(totals[0])) or totals[2] > 0:
         raise_divergence(config, state.epoch + 1, worker, strategy, float(totals[0]), bad_step)
     validation = _validate(ctx, data, config, strategy, worker)
@@ -332,6 +366,9 @@ def _run_epoch(ctx: StepContext, data: PreparedData, config: FitConfig, state: L
     record["memory"] = [m.to_dict() for m in memory_per_rank]
     if inner.records:
         record["evals"] = inner.records
+    if checkpoints is not None:
+        record["step_checkpoints"] = checkpoints.written
+        record["step_checkpoint_seconds"] = checkpoints.seconds_spent  # rank 0's, inside train_seconds
     return record
 
 
@@ -353,7 +390,7 @@ class _InnerValidations:
         self.points = {round(k * self.steps / n) for k in range(1, n)} - {0, self.steps}
         self.seconds = 0.0
         """Time spent validating inside this epoch so far."""
-        self.records: list[dict[str, Any]] = []
+        self.records: list[dict[str, Any]] = list(state.epoch_evals)  # those before a mid-epoch resume
 
     def after_step(self, done: int) -> None:
         if done not in self.points:
@@ -366,6 +403,29 @@ class _InnerValidations:
         record.update(validation)
         self.seconds += ended - begun
         self.records.append(record)
+
+
+def _step_checkpoint_hooks(ctx: StepContext, data: PreparedData, config: FitConfig, state: LoopState,
+                           worker: WorkerContext, run_dir: Path, inner: "_InnerValidations",
+                           losses: list[torch.Tensor], then: Callable[[int], None] | None,
+                           ) -> tuple[Callable[[int], None], Callable[[int], None], Any]:
+    """``train_epoch``'s hooks for checkpoints inside the epoch: a checkpoint every
+    checkpoint_every_steps steps (after ``then``), and dropout reseeded before each step."""
+    from paratrain.train.stepcheckpoints import StepCheckpoints, step_seed
+
+    checkpoints = StepCheckpoints(ctx, config, state, worker, run_dir, steps_per_epoch(data, config),
+                                  config.train.batch_size * config.train.accumulate, losses,
+                                  evals=lambda: inner.records,
+                                  seconds=lambda: time.perf_counter() - inner.started - inner.seconds)
+
+    def after_step(done: int) -> None:
+        if then is not None:
+            then(done)
+        checkpoints.after_step(done)
+
+    def before_step(index: int) -> None:
+        torch.manual_seed(step_seed(config, state.epoch, index, worker.data_rank))
+    return after_step, before_step, checkpoints
 
 
 def _measure_activations(ctx: StepContext, state: LoopState, config: FitConfig,
