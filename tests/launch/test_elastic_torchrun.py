@@ -66,6 +66,7 @@ def test_a_killed_torchrun_worker_is_restarted_and_resumes_to_the_uninterrupted_
     assert "resuming" in stderr and "from its last checkpoint" in stderr, stderr[-4000:]
     summary = json.loads(stdout)
     assert summary["status"] == "finished" and summary["epochs"] == 20 and summary["workers"] == 2
+    assert summary["restarts"] == 1  # torchrun's agent restarted the group once
     assert killed_after < 20
     assert metrics_epochs(out) == list(range(1, 21))  # the epochs after the checkpoint were trained again, logged once
     uninterrupted = subprocess.run([sys.executable, *_fit_args(regression_csv, tmp_path / "plain", *flags),

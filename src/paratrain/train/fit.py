@@ -238,6 +238,8 @@ def _run_workers(config: FitConfig, source: Any, run_dir: Path, resume: bool, ca
     needs_group = strategy_class(config.parallel.strategy).needs_process_group
     if env is not None:
         summary = run_worker(job, env.rank, env.world_size, env.local_rank) or {}
+        if summary and env.has_agent:  # rank 0's: how often torchrun's agent restarted this group
+            summary["restarts"] = env.restart_count
     elif needs_group and workers > 1:
         from paratrain.launch.local import launch_local
         from paratrain.train.restarts import launch_with_restarts
