@@ -37,3 +37,16 @@ def test_dead_owners_and_unowned_trials_are_failed(tmp_path):
     assert sorted(failed) == [gone.number, unowned.number]
     states = {t.number: t.state.name for t in study.get_trials()}
     assert states == {dead.number: "RUNNING", gone.number: "FAIL", unowned.number: "FAIL"}
+
+
+def test_the_budget_counts_finished_trials_not_those_of_dead_workers(tmp_path):
+    """A trial left RUNNING by a process that is gone is failed by the next budget check and run again."""
+    import socket
+
+    journal = str(tmp_path / "study.journal")
+    study = run_function_study(branin, BRANIN_SPACE, sampler="random", trials=2, storage=journal)
+    orphan = study.ask()
+    orphan.set_user_attr(OWNER_ATTR, f"{socket.gethostname()}:999999999:1")  # its process was killed
+    study = run_function_study(branin, BRANIN_SPACE, sampler="random", trials=4, storage=journal)
+    states = [t.state.name for t in study.get_trials()]
+    assert states.count("COMPLETE") == 4 and states[orphan.number] == "FAIL"

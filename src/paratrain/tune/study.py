@@ -8,7 +8,10 @@ Budget: ``trials`` counts COMPLETE and PRUNED trials. A worker starts a trial
 only while COMPLETE+PRUNED+RUNNING+WAITING is below it, checked and claimed
 under a lock (a file lock for the journal file, an advisory lock on
 PostgreSQL), so parallel workers never overshoot. A FAIL trial (a killed
-worker, an error) does not count, so its budget is used again.
+worker, an error) does not count, so its budget is used again: before each
+check, a RUNNING trial whose process is gone (its pid on this machine, its
+heartbeat on an RDB) is failed. A trial once COMPLETE or PRUNED is final:
+Optuna refuses to change a finished trial, so it is never run again.
 """
 
 from __future__ import annotations
@@ -288,14 +291,15 @@ def owner_alive(tag: str) -> bool | None:
 
 
 def fail_dead_trials(study: Any, dead_pids: set[int] | None = None, lock: Any = None,
-                     unowned_after_s: float = 120.0) -> list[int]:
+                     unowned_after_s: float = 120.0, lock_held: bool = False) -> list[int]:
     """Mark FAIL the RUNNING trials whose process on this host is gone; returns their numbers.
 
     ``dead_pids``: processes known to be dead (a worker we saw exit). Trials owned by another
     host are left to that host (or, on an RDB, to the heartbeat). A trial with no owner yet
     was created by a worker holding the budget lock, which names the owner before letting
     go: so if ``lock`` (the budget lock) can be taken, such a trial's worker died inside
-    ``ask()``. Without a lock, an unowned trial is failed after ``unowned_after_s``.
+    ``ask()``. Without a lock (or with one that excludes nobody), an unowned trial is failed
+    after ``unowned_after_s``. ``lock_held``: the caller holds ``lock`` already.
     """
     from optuna.trial import TrialState
 
@@ -312,19 +316,33 @@ def fail_dead_trials(study: Any, dead_pids: set[int] | None = None, lock: Any = 
                if OWNER_ATTR not in t.user_attrs]
     if not unowned:
         return failed
-    if lock is None:
+    if lock is None or not getattr(lock, "exclusive", True):
         old = [t for t in unowned if t.datetime_start and time.time() - t.datetime_start.timestamp() > unowned_after_s]
         for trial in old:
             failed += _fail(study, trial, "its worker died before naming itself")
         return failed
-    lock.acquire()
+    if not lock_held:
+        lock.acquire()
     try:
         for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             if OWNER_ATTR not in trial.user_attrs:
                 failed += _fail(study, trial, "its worker died before naming itself")
     finally:
-        lock.release()
+        if not lock_held:
+            lock.release()
     return failed
+
+
+def fail_abandoned_trials(study: Any, lock: Any) -> list[int]:
+    """With the budget lock held: fail the RUNNING trials nobody works on any more; their numbers.
+
+    Why before every budget check: a RUNNING trial claims budget. One left by a process
+    killed on this machine (its pid is gone) or on another (no heartbeat within the grace
+    period, on an RDB) would otherwise hold its claim for ever, and the workers that remain
+    would stop one trial short of the budget instead of running it again.
+    """
+    fail_stale_rdb_trials(study)  # a no-op without a heartbeat (the journal file: one machine)
+    return fail_dead_trials(study, lock=lock, lock_held=True)
 
 
 def _fail(study: Any, trial: Any, reason: str) -> list[int]:
@@ -409,6 +427,7 @@ def run_trials(study: Any, spec: StudySpec, objective: Callable[[dict, Any], Any
     while True:
         lock.acquire()
         try:
+            fail_abandoned_trials(study, lock)
             if claimed(count_states(study)) >= spec.trials or reached(study, spec.stop_value):
                 return
             study.optimize(wrapped, n_trials=1, catch=(Exception,), callbacks=[remember])
