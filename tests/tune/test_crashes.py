@@ -188,6 +188,7 @@ def test_tune_worker_on_another_host_killed_and_restarted(tmp_path, tiny_csv):
                 assert search.returncode == 0, err
                 r_out, r_err = rejoined.communicate(timeout=120)
                 assert rejoined.returncode == 0, r_err
+                assert f"joining study '{study}'" in r_err
                 after = load_trials(url, study)
             finally:
                 for process in processes:
