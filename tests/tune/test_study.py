@@ -50,3 +50,14 @@ def test_the_budget_counts_finished_trials_not_those_of_dead_workers(tmp_path):
     study = run_function_study(branin, BRANIN_SPACE, sampler="random", trials=4, storage=journal)
     states = [t.state.name for t in study.get_trials()]
     assert states.count("COMPLETE") == 4 and states[orphan.number] == "FAIL"
+
+
+def test_a_trial_of_another_process_space_is_left_to_its_heartbeat():
+    """Same host name, another kernel or pid namespace (a container): its pids mean nothing here."""
+    import socket
+
+    from paratrain.tune.study import owner_alive, owner_tag
+
+    assert owner_alive(owner_tag()) is True
+    assert owner_alive(f"{socket.gethostname()}:999999999:1:{'0' * 12}") is None
+    assert owner_alive(f"{socket.gethostname()}:999999999:1") is False  # tags of older versions: the host decides

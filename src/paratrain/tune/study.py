@@ -17,6 +17,7 @@ Optuna refuses to change a finished trial, so it is never run again.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 import os
 import re
@@ -32,8 +33,8 @@ from paratrain.tune.locks import JournalFlock, budget_lock  # noqa: F401 - budge
 SPEC_ATTR = "paratrain"
 """The study user_attr that holds the StudySpec."""
 OWNER_ATTR = "worker"
-"""Trial user_attr naming the process that runs it: host:pid:start-ticks (and 'worker_name': host-coordinator
-pid-slot-restart, which says which search or tune-worker started it)."""
+"""Trial user_attr naming the process that runs it: host:pid:start-ticks:process-space (and 'worker_name':
+host-coordinator pid-slot-restart, which says which search or tune-worker started it)."""
 HEARTBEAT_S = 10
 GRACE_S = 60
 """RDB heartbeat: a trial without a beat for this long is failed by the next worker that looks."""
@@ -266,16 +267,34 @@ def _start_ticks(pid: int) -> str:
     return fields[19] if len(fields) > 19 else "?"
 
 
+def process_space() -> str:
+    """Which processes this one can see: its boot of the kernel and its pid namespace, hashed.
+
+    Why not the host name alone: two containers (or machines) may share one, and a pid
+    that is free here may then be a live worker there. Network namespaces on one machine
+    share it, and do see each other's pids.
+    """
+    parts = []
+    for path, read in (("/proc/sys/kernel/random/boot_id", lambda p: open(p).read().strip()),
+                       ("/proc/self/ns/pid", os.readlink)):
+        try:
+            parts.append(read(path))
+        except OSError:
+            parts.append("")
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:12]
+
+
 def owner_tag(pid: int | None = None) -> str:
     pid = pid or os.getpid()
-    return f"{socket.gethostname()}:{pid}:{_start_ticks(pid)}"
+    return f"{socket.gethostname()}:{pid}:{_start_ticks(pid)}:{process_space()}"
 
 
 def owner_alive(tag: str) -> bool | None:
     """True/False for a process on this host; None when it runs elsewhere (we cannot tell)."""
     host, _, rest = tag.partition(":")
-    pid_text, _, ticks = rest.partition(":")
-    if host != socket.gethostname() or not pid_text.isdigit():
+    pid_text, _, rest = rest.partition(":")
+    ticks, _, space = rest.partition(":")
+    if host != socket.gethostname() or not pid_text.isdigit() or space not in ("", process_space()):
         return None
     pid = int(pid_text)
     try:
