@@ -61,3 +61,17 @@ def test_a_trial_of_another_process_space_is_left_to_its_heartbeat():
     assert owner_alive(owner_tag()) is True
     assert owner_alive(f"{socket.gethostname()}:999999999:1:{'0' * 12}") is None
     assert owner_alive(f"{socket.gethostname()}:999999999:1") is False  # tags of older versions: the host decides
+
+
+def test_a_trial_failed_by_another_worker_while_it_ran_counts_once(capfd):
+    """A stale-looking heartbeat let another worker fail a live trial: its late result is dropped, not counted."""
+    from optuna.trial import TrialState
+
+    def failed_under_it(params, trial):
+        if trial.number == 0:  # as fail_stale_trials in another worker would
+            trial.study._storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
+        return branin(params, trial)
+
+    study = run_function_study(failed_under_it, BRANIN_SPACE, sampler="random", trials=2)
+    assert [t.state.name for t in study.get_trials()] == ["FAIL", "COMPLETE", "COMPLETE"]
+    assert "its result is dropped" in capfd.readouterr().err

@@ -22,6 +22,7 @@ import logging
 import os
 import re
 import socket
+import sys
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -387,6 +388,10 @@ def fail_stale_rdb_trials(study: Any) -> None:
 
 # --- one worker's loop -------------------------------------------------------------------
 
+def _finished_by_another(study: Any, trial: Any) -> bool:
+    return study._storage.get_trial(trial._trial_id).state.is_finished()
+
+
 class _NoTracebackForInterrupts(logging.Filter):
     """Optuna logs a trial that ends by an exception with its traceback. A trial stopped by
     Ctrl-C or SIGTERM (the user's, or the coordinator stopping its workers) is no bug:
@@ -419,9 +424,11 @@ def run_trials(study: Any, spec: StudySpec, objective: Callable[[dict, Any], Any
     space = SearchSpace.from_dict(spec.space)
     _quiet_interrupted_trials()
     tag = owner_tag()
-    finished: list[Any] = []
+    started: list[Any] = []  # this round's trial (as soon as it exists)
+    finished: list[Any] = []  # every trial told, in order
 
     def wrapped(trial: Any) -> Any:
+        started.append(trial)
         # Owner first, then the lock: a RUNNING trial without an owner can only be one whose
         # process died inside ask() (see fail_dead_trials).
         trial.set_user_attr(OWNER_ATTR, tag)
@@ -449,11 +456,22 @@ def run_trials(study: Any, spec: StudySpec, objective: Callable[[dict, Any], Any
             fail_abandoned_trials(study, lock)
             if claimed(count_states(study)) >= spec.trials or reached(study, spec.stop_value):
                 return
-            study.optimize(wrapped, n_trials=1, catch=(Exception,), callbacks=[remember])
+            started.clear()
+            told_before = len(finished)
+            try:
+                study.optimize(wrapped, n_trials=1, catch=(Exception,), callbacks=[remember])
+            except Exception:
+                if not started or len(finished) > told_before or not _finished_by_another(study, started[-1]):
+                    raise
+                # Another worker failed this trial while it ran (its heartbeat looked stale), and
+                # Optuna refused our tell: it stays FAIL and its budget is run again, so that
+                # its result counts nowhere rather than twice.
+                print(f"paratrain tune worker: trial {started[-1].number} was failed by another worker while it "
+                      "ran; its result is dropped, its budget is used again", file=sys.stderr, flush=True)
         finally:
             lock.release()
-        if not finished:
-            continue
+        if len(finished) == told_before:
+            continue  # no trial, or one whose result was dropped: not this worker's failure
         last = finished[-1]
         failures = failures + 1 if last.state.name == "FAIL" else 0
         if failures >= max_failures_in_a_row:
