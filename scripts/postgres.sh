@@ -7,8 +7,9 @@
 #
 # Idempotent: `start` on a DIR whose server runs prints its URL again. The server listens
 # on 127.0.0.1 only (or on ADDR, one address, never all), on a free port, with trust auth
-# and fsync off: for tests, not for data you want to keep. --allow CIDR lets clients of that
-# subnet in (pg_hba.conf; 127.0.0.1 only by default), e.g. tune-workers on other machines.
+# and fsync off: for tests, not for data you want to keep. --allow CIDR (read when DIR is
+# initialised) lets clients of that subnet in (pg_hba.conf; 127.0.0.1 only by default), e.g.
+# tune-workers on other machines.
 # --netns NAME runs the server in that network namespace (an emulated host).
 # As root, initdb/pg_ctl run as the `postgres` user (initdb refuses root).
 # Exit code 2: PostgreSQL is missing and cannot be installed (no apt-get, or not root).
@@ -26,7 +27,7 @@ while [ $# -gt 0 ]; do
     --listen) listen=${2:?--listen needs an address}; shift 2 ;;
     --allow) allow=${2:?--allow needs a subnet such as 10.0.0.0/24}; shift 2 ;;
     --netns) netns=${2:?--netns needs a namespace name}; shift 2 ;;
-    *) echo "postgres.sh: unknown option '$1'; $usage" >&2; exit 2 ;;
+    *) echo "postgres.sh: unknown option '$1'; $usage" >&2; exit 64 ;;
   esac
 done
 
