@@ -17,6 +17,7 @@ Optuna refuses to change a finished trial, so it is never run again.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import logging
 import os
@@ -26,6 +27,7 @@ import sys
 import time
 import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 from paratrain.errors import ConfigError, ParatrainError
@@ -268,6 +270,7 @@ def _start_ticks(pid: int) -> str:
     return fields[19] if len(fields) > 19 else "?"
 
 
+@functools.lru_cache(maxsize=1)
 def process_space() -> str:
     """Which processes this one can see: its boot of the kernel and its pid namespace, hashed.
 
@@ -276,7 +279,7 @@ def process_space() -> str:
     share it, and do see each other's pids.
     """
     parts = []
-    for path, read in (("/proc/sys/kernel/random/boot_id", lambda p: open(p).read().strip()),
+    for path, read in (("/proc/sys/kernel/random/boot_id", lambda p: Path(p).read_text().strip()),
                        ("/proc/self/ns/pid", os.readlink)):
         try:
             parts.append(read(path))
