@@ -9,6 +9,7 @@ params and values, the trials the kill left RUNNING are FAIL, and COMPLETE+PRUNE
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import random
@@ -23,38 +24,49 @@ import pytest
 
 from paratrain.errors import ConfigError
 from paratrain.tune.study import open_storage
+from tests.conftest import regression_frame
 from tests.tune.conftest import REPO, postgres_server, tune_cli_command
 
 TRIALS = 5
 SPACE = "lr: {type: float, low: 1.0e-3, high: 3.0e-2, log: true}\n"
 
 
-def tune_command(tmp_path: Path, data: Path, storage: str | None, study: str, parallel: int = 2) -> list[str]:
+def tune_command(tmp_path: Path, data: Path, storage: str, study: str) -> list[str]:
+    """A search of tiny MLPs whose trials still last a second or so (3 epochs of ~400 steps of 4 rows):
+    long enough to be seen RUNNING and killed in the middle, whatever the machine's speed."""
     space = tmp_path / "space.yaml"
     space.write_text(SPACE)
-    command = [*tune_cli_command(), "tune", "--data", str(data), "--target", "y", "--model", "mlp",
-               "--space", str(space), "--sampler", "random", "--pruner", "none", "--trials", str(TRIALS),
-               "--parallel", str(parallel), "--epochs", "2", "--hidden", "8", "--batch-size", "32", "--no-retrain",
-               "--study-name", study, "--out", str(tmp_path / "out")]
-    return command + (["--storage", storage] if storage else [])
+    return [*tune_cli_command(), "tune", "--data", str(data), "--target", "y", "--model", "mlp",
+            "--space", str(space), "--sampler", "random", "--pruner", "none", "--trials", str(TRIALS),
+            "--parallel", "1", "--threads", "1", "--epochs", "3", "--hidden", "8", "--batch-size", "4", "--no-retrain",
+            "--storage", storage, "--study-name", study, "--out", str(tmp_path / "out")]
+
+
+@functools.lru_cache(maxsize=None)
+def _storage(ref: str):
+    """One storage per test run: opening one (an RDB engine, its schema check) costs more than a poll."""
+    return open_storage(ref)
 
 
 def load_trials(storage: str, study: str) -> list:
     if "://" not in storage and not Path(storage).exists():
         return []  # the search has not made its journal yet
     try:
-        return optuna.load_study(study_name=study, storage=open_storage(storage)).get_trials()
+        return optuna.load_study(study_name=study, storage=_storage(storage)).get_trials()
     except KeyError:  # not created yet
         return []
 
 
-def wait_for(condition, what: str, timeout: float = 90.0):
+def wait_for(condition, what: str, search: subprocess.Popen, timeout: float = 90.0):
+    """``condition()``'s first true value, polled while ``search`` runs."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         found = condition()
         if found:
             return found
-        time.sleep(0.1)
+        if search.poll() is not None:
+            raise AssertionError(f"the search ended before {what}: {search.communicate(timeout=30)[1][-2000:]}")
+        time.sleep(0.2)
     raise AssertionError(f"timed out waiting for {what}")
 
 
@@ -90,11 +102,6 @@ def assert_survived(before: list, after: list, target: int, killed: set[int]) ->
             assert after[trial.number].state.name == "FAIL", f"trial {trial.number} left RUNNING by the kill"
 
 
-def children(pid: int) -> list[int]:
-    path = Path(f"/proc/{pid}/task/{pid}/children")
-    return [int(child) for child in path.read_text().split()] if path.exists() else []
-
-
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("victim", ["worker", "command"])
 @pytest.mark.parametrize("storage_kind", ["journal", "postgres"])
@@ -115,10 +122,12 @@ def test_search_survives_kill_9(storage_kind, victim, request, tmp_path):
     search = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                               start_new_session=True)
     try:
-        wait_for(lambda: running_after_a_complete(storage, study), "a trial running after one completed")
+        wait_for(lambda: running_after_a_complete(storage, study), "a trial running after one completed", search)
         time.sleep(rng.uniform(0.0, 0.8))
+        # Read again just before the kill: the victim is mid-trial (a trial lasts 1 s, this read milliseconds).
+        running = wait_for(lambda: running_after_a_complete(storage, study), "a trial running", search)
         if victim == "worker":
-            killed = {rng.choice(children(search.pid))}
+            killed = {rng.choice(sorted(owner_pid(t) for t in running))}
             os.kill(next(iter(killed)), signal.SIGKILL)
             before = load_trials(storage, study)
             _, err = search.communicate(timeout=90)  # the coordinator fails its trial, restarts it, goes on
@@ -141,7 +150,7 @@ def test_search_survives_kill_9(storage_kind, victim, request, tmp_path):
 
 
 @pytest.mark.timeout(300)
-def test_tune_worker_on_another_host_killed_and_restarted(tmp_path, tiny_csv):
+def test_tune_worker_on_another_host_killed_and_restarted(tmp_path):
     """The server and the search on host 0, a tune-worker on host 1; host 1's worker is killed mid-trial."""
     from paratrain.launch.links import parse_link
     from paratrain.launch.netns import check_can_emulate, emulated_hosts
@@ -152,6 +161,8 @@ def test_tune_worker_on_another_host_killed_and_restarted(tmp_path, tiny_csv):
     except ConfigError as exc:
         pytest.skip(str(exc))
     rng = random.Random("two-hosts")
+    data = tmp_path / "data.csv"
+    regression_frame(rows=2048).to_csv(data, index=False)
     study = "crash-two-hosts"
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     processes: list[subprocess.Popen] = []
@@ -173,11 +184,11 @@ def test_tune_worker_on_another_host_killed_and_restarted(tmp_path, tiny_csv):
 
             try:
                 joiner = join(0)
-                search = start(tune_command(tmp_path, tiny_csv, url, study, parallel=1), first)
+                search = start(tune_command(tmp_path, data, url, study), first)
                 # ip netns exec execs the command: the pid is the tune-worker's own, named in worker_name.
                 on_second = wait_for(lambda: running_after_a_complete(
                     url, study, lambda t: f"-{joiner.pid}-slot" in t.user_attrs.get("worker_name", "")),
-                    "a trial of the second host's worker")
+                    "a trial of the second host's worker", search)
                 time.sleep(rng.uniform(0.0, 0.3))
                 os.killpg(joiner.pid, signal.SIGKILL)  # host 1's tune-worker and its trial, mid-trial
                 joiner.communicate(timeout=30)

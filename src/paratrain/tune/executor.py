@@ -27,7 +27,7 @@ from typing import Any, TextIO
 from paratrain.tune.leaderboard import Leaderboard
 from paratrain.tune.planner import ResourcePlan, Slot
 from paratrain.tune.study import (TuneError, claimed, count_states, fail_dead_trials, fail_stale_rdb_trials,
-                                  is_url, reached)
+                                  is_url, reached, trials_failed_with)
 from paratrain.tune.worker import EXIT_FAILING, STORAGE_ENV
 
 POLL_SECONDS = 0.25
@@ -121,7 +121,8 @@ class Coordinator:
             if code == EXIT_FAILING:
                 raise TuneError(f"worker {worker.name} stopped: trials keep failing; last error: {self._last_error()}")
             self.dead_pids.add(worker.proc.pid)
-            failed = fail_dead_trials(self.study, {worker.proc.pid}, self.lock)
+            fail_dead_trials(self.study, {worker.proc.pid}, self.lock)
+            failed = trials_failed_with(self.study, worker.proc.pid)  # by us, or by a worker that checked first
             how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with code {code}"
             lost = f"; trial(s) {', '.join(map(str, failed))} marked failed, their budget is used again" if failed else ""
             print(f"worker {worker.name} (pid {worker.proc.pid}) {how}{lost}", file=self.stream, flush=True)

@@ -114,15 +114,25 @@ def open_storage(ref: str | None) -> Any:
             import psycopg2  # noqa: F401
         except ImportError:
             raise ConfigError(f"storage {redact(ref)} needs the PostgreSQL driver: pip install psycopg2-binary") from None
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeat: 'experimental'
-            # The heartbeat lets a worker on any machine fail the trials of a worker that died.
-            return optuna.storages.RDBStorage(url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
-                                              engine_kwargs={"pool_pre_ping": True})
-    except Exception as exc:  # SQLAlchemy raises many kinds; the user needs the one line
-        message = scrub(" ".join(str(exc).split()), ref)[:300]
-        raise ConfigError(f"cannot open storage {redact(ref)}: {message}") from None
+    for attempt in range(_SCHEMA_ATTEMPTS):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeat: 'experimental'
+                # The heartbeat lets a worker on any machine fail the trials of a worker that died.
+                return optuna.storages.RDBStorage(url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
+                                                  engine_kwargs={"pool_pre_ping": True})
+        except Exception as exc:  # SQLAlchemy raises many kinds; the user needs the one line
+            message = scrub(" ".join(str(exc).split()), ref)[:300]
+            # On an empty database, processes that start together (a search and its tune-workers)
+            # all create Optuna's tables; all but one lose that race. The winner's tables serve.
+            if "already exists" in message and attempt + 1 < _SCHEMA_ATTEMPTS:
+                time.sleep(0.5 * (attempt + 1))
+                continue
+            raise ConfigError(f"cannot open storage {redact(ref)}: {message}") from None
+    raise AssertionError("unreachable")
+
+
+_SCHEMA_ATTEMPTS = 4
 
 
 def redact(url: str) -> str:
@@ -354,6 +364,18 @@ def fail_dead_trials(study: Any, dead_pids: set[int] | None = None, lock: Any = 
         if not lock_held:
             lock.release()
     return failed
+
+
+def trials_failed_with(study: Any, pid: int) -> list[int]:
+    """The trials of process ``pid`` on this machine that were failed because it died (by anyone)."""
+    from optuna.trial import TrialState
+
+    numbers = []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
+        tag = trial.user_attrs.get(OWNER_ATTR, "")
+        if tag.split(":")[1:2] == [str(pid)] and owner_alive(tag) is False and "failed_because" in trial.user_attrs:
+            numbers.append(trial.number)
+    return numbers
 
 
 def fail_abandoned_trials(study: Any, lock: Any) -> list[int]:
