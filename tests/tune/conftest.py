@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -16,22 +18,32 @@ from tests.conftest import regression_frame
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(scope="session")
-def postgres_url():
-    """A PostgreSQL server that scripts/postgres.sh installs (if needed) and starts; stopped at the end."""
+@contextlib.contextmanager
+def postgres_server(*options: str) -> Iterator[str]:
+    """A throwaway PostgreSQL server from scripts/postgres.sh (``--listen ADDR --allow CIDR --netns NS``); its URL.
+
+    Skips the test when PostgreSQL cannot be installed here.
+    """
     # Not under pytest's tmp dir: that is private to root (0700), and the server runs as `postgres`.
     data_dir = tempfile.mkdtemp(prefix="paratrain-pg-")
     script = REPO / "scripts" / "postgres.sh"
-    done = subprocess.run(["bash", str(script), "start", data_dir], capture_output=True, text=True, timeout=600)
-    if done.returncode == 2:
-        shutil.rmtree(data_dir, ignore_errors=True)
-        pytest.skip(f"PostgreSQL cannot be installed here: {done.stderr.strip().splitlines()[-1]}")
-    assert done.returncode == 0, done.stderr
     try:
+        done = subprocess.run(["bash", str(script), "start", data_dir, *options], capture_output=True, text=True,
+                              timeout=600)
+        if done.returncode == 2:
+            pytest.skip(f"PostgreSQL cannot be installed here: {done.stderr.strip().splitlines()[-1]}")
+        assert done.returncode == 0, done.stderr
         yield done.stdout.strip().splitlines()[-1]
     finally:
         subprocess.run(["bash", str(script), "stop", data_dir], capture_output=True, timeout=120)
         shutil.rmtree(data_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """A PostgreSQL server that scripts/postgres.sh installs (if needed) and starts; stopped at the end."""
+    with postgres_server() as url:
+        yield url
 
 
 @pytest.fixture

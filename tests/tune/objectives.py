@@ -1,7 +1,8 @@
 """Objectives the tune tests run, at module top level so that worker processes import them.
 
-Run as a script it is a search of its own (for the tests that kill processes):
-    python -m tests.tune.objectives OUT TRIALS PARALLEL STEP_SECONDS
+Run as a script it is a search of its own (for the tests that kill processes), of ``slow``:
+    python -m tests.tune.objectives OUT TRIALS PARALLEL [STORAGE STUDY]
+(the study in OUT/study.journal unless a STORAGE URL and STUDY name are given).
 """
 
 from __future__ import annotations
@@ -60,8 +61,9 @@ def main(argv: list[str]) -> int:
     from paratrain.tune import run_function_study
 
     out, trials, parallel = argv[0], int(argv[1]), int(argv[2])
+    storage, study_name = (argv[3], argv[4]) if len(argv) > 4 else (None, None)
     study = run_function_study(slow, SLOW_SPACE, sampler="random", trials=trials, parallel=parallel, out=out,
-                               verbosity=1)
+                               storage=storage, study_name=study_name, verbosity=1)
     print(f"done {len(study.trials)}", flush=True)
     return 0
 

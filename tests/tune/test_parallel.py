@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 import subprocess
@@ -137,3 +138,47 @@ def test_workers_stop_when_their_coordinator_is_killed(tmp_path):
     finally:
         for pid in left:
             os.kill(pid, signal.SIGKILL)
+
+
+class _KillWhenWaiting(io.StringIO):
+    """A search's stream that kills ``process`` when the search says it waits for trials running elsewhere."""
+
+    def __init__(self, process: subprocess.Popen) -> None:
+        super().__init__()
+        self.process = process
+
+    def write(self, text: str) -> int:
+        if "running on other machines" in text and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+        return super().write(text)
+
+
+@pytest.mark.timeout(120)
+def test_budget_freed_by_a_trial_that_fails_elsewhere_is_run_here(tmp_path):
+    """A trial of another machine's worker holds budget; the search waits for it, it dies, the search runs it."""
+    import socket
+
+    from paratrain.tune.objectives import function_ref
+    from paratrain.tune.space import SearchSpace
+    from paratrain.tune.study import OWNER_ATTR, StudySpec, create_or_continue, owner_tag
+
+    journal = str(tmp_path / "study.journal")
+    other = subprocess.Popen(["sleep", "100"])  # stands for a worker elsewhere, still running
+    try:
+        spec = StudySpec(objective={"kind": "function", "ref": function_ref(slow)},
+                         space=SearchSpace.load(SLOW_SPACE).to_dict(), sampler="random", trials=3)
+        study = create_or_continue(open_storage(journal), STUDY, spec)
+        elsewhere = study.ask()
+        elsewhere.set_user_attr(OWNER_ATTR, owner_tag(other.pid))
+        assert owner_tag(other.pid).startswith(socket.gethostname())
+        stream = _KillWhenWaiting(other)
+        study = run_function_study(slow, SLOW_SPACE, sampler="random", trials=3, parallel=2, out=tmp_path,
+                                   storage=journal, study_name=STUDY, verbosity=1, stream=stream)
+    finally:
+        other.kill()
+        other.wait(timeout=10)
+    log = stream.getvalue()
+    assert "waiting for 1 trial(s) running on other machines" in log and "running them again here" in log
+    states = [t.state.name for t in study.get_trials()]
+    assert states[elsewhere.number] == "FAIL" and states.count("COMPLETE") == 3

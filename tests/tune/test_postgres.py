@@ -71,3 +71,28 @@ def test_two_tune_workers_join_a_study_on_postgres(postgres_url, tmp_path, tiny_
     for joiner in joiners:  # each joiner's trial runs live in its own --out
         for number in by_coordinator.get(joiner.pid, []):
             assert (tmp_path / f"joiner{joiners.index(joiner)}" / "trials" / f"trial-{number:05d}" / "model.pt").exists()
+
+
+@pytest.mark.timeout(60)
+def test_a_trial_of_a_machine_that_stopped_beating_is_failed_and_run_again(postgres_url):
+    """Another machine's worker died mid-trial: no pid to check here, only Optuna's heartbeat tells."""
+    from sqlalchemy import text
+
+    from paratrain.tune.study import OWNER_ATTR
+    from tests.tune.objectives import BRANIN_SPACE, branin
+
+    name = "heartbeat-stopped"
+    run_function_study(branin, BRANIN_SPACE, sampler="random", trials=1, storage=postgres_url, study_name=name)
+    storage = open_storage(postgres_url)
+    study = optuna.load_study(study_name=name, storage=storage)
+    with pytest.warns(UserWarning, match="Heartbeat"):  # ask() outside optimize(): as that worker's did
+        orphan = study.ask()
+    orphan.set_user_attr(OWNER_ATTR, "a-machine-that-died:4242:1")
+    storage.record_heartbeat(orphan._trial_id)
+    with storage.engine.begin() as connection:  # its last beat, an hour ago: far beyond the grace period
+        connection.execute(text("UPDATE trial_heartbeats SET heartbeat = heartbeat - interval '1 hour' "
+                                "WHERE trial_id = :trial"), {"trial": orphan._trial_id})
+    study = run_function_study(branin, BRANIN_SPACE, sampler="random", trials=3, storage=postgres_url,
+                               study_name=name)
+    states = [t.state.name for t in study.get_trials()]
+    assert states[orphan.number] == "FAIL" and states.count("COMPLETE") == 3

@@ -6,7 +6,9 @@ others down. Each worker is ``python -m paratrain.tune.worker`` pinned to its
 slot's cores. The coordinator polls: a worker that exits with an error or is
 killed (``kill -9``) is noticed within a poll, its RUNNING trial is marked FAIL
 (so its budget is used again) and a new worker takes its slot. Workers watch the
-coordinator too: if it is killed, they stop within a second or two.
+coordinator too: if it is killed, they stop within a second or two. A search
+that ends while budget is free again (a worker on another machine died) starts
+its workers once more.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from typing import Any, TextIO
 from paratrain.tune.leaderboard import Leaderboard
 from paratrain.tune.planner import ResourcePlan, Slot
 from paratrain.tune.study import (TuneError, claimed, count_states, fail_dead_trials, fail_stale_rdb_trials,
-                                  is_url, reached)
+                                  is_url, reached, trials_failed_with)
 from paratrain.tune.worker import EXIT_FAILING, STORAGE_ENV
 
 POLL_SECONDS = 0.25
@@ -73,12 +75,20 @@ class Coordinator:
         try:
             for slot in self.plan.slots:
                 self._start(slot)
-            while self.workers:
-                time.sleep(POLL_SECONDS)
-                self._check_workers()
-                self.leaderboard.update(self.study.get_trials(deepcopy=False))
-            if self.wait_for_others:
-                self._wait_for_other_machines()
+            while True:
+                while self.workers:
+                    time.sleep(POLL_SECONDS)
+                    self._check_workers()
+                    self.leaderboard.update(self.study.get_trials(deepcopy=False))
+                if not self.wait_for_others or not self._wait_for_other_machines():
+                    break
+                # Another machine's worker died: its trials were failed and their budget is
+                # free again, with nobody left to use it but us.
+                print("trials of a worker that died elsewhere were failed: running them again here",
+                      file=self.stream, flush=True)
+                self.restarts += 1  # new worker names and sampler seeds
+                for slot in self.plan.slots:
+                    self._start(slot)
         finally:
             self._stop_all()
             self.leaderboard.update(self.study.get_trials(deepcopy=False))
@@ -111,7 +121,8 @@ class Coordinator:
             if code == EXIT_FAILING:
                 raise TuneError(f"worker {worker.name} stopped: trials keep failing; last error: {self._last_error()}")
             self.dead_pids.add(worker.proc.pid)
-            failed = fail_dead_trials(self.study, {worker.proc.pid}, self.lock)
+            fail_dead_trials(self.study, {worker.proc.pid}, self.lock)
+            failed = trials_failed_with(self.study, worker.proc.pid)  # by us, or by a worker that checked first
             how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with code {code}"
             lost = f"; trial(s) {', '.join(map(str, failed))} marked failed, their budget is used again" if failed else ""
             print(f"worker {worker.name} (pid {worker.proc.pid}) {how}{lost}", file=self.stream, flush=True)
@@ -126,8 +137,12 @@ class Coordinator:
         failed = [t for t in self.study.get_trials(deepcopy=False) if t.state.name == "FAIL"]
         return failed[-1].user_attrs.get("error", "unknown") if failed else "unknown"
 
-    def _wait_for_other_machines(self) -> None:
-        """Trials still RUNNING belong to workers on other machines (or died): wait for them."""
+    def _wait_for_other_machines(self) -> bool:
+        """Trials still RUNNING belong to workers on other machines (or died): wait for them.
+
+        Returns True when, that done, budget is left: trials that failed because their
+        worker died, which this machine must run again.
+        """
         told = False
         while True:
             fail_dead_trials(self.study, self.dead_pids, self.lock)
@@ -135,7 +150,7 @@ class Coordinator:
                 fail_stale_rdb_trials(self.study)  # the heartbeat's verdict on other machines
             counts = count_states(self.study)
             if counts.get("RUNNING", 0) == 0:
-                return
+                return claimed(counts) < self.target and not reached(self.study, self.stop_value)
             if not told:
                 print(f"waiting for {counts['RUNNING']} trial(s) running on other machines", file=self.stream, flush=True)
                 told = True

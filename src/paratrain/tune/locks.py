@@ -80,6 +80,9 @@ class _AdvisoryLock:
 
 
 class _NoLock:
+    exclusive = False
+    """Excludes nobody: an unowned RUNNING trial may be another worker's, inside ask()."""
+
     def acquire(self) -> None:
         pass
 

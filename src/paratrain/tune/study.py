@@ -8,19 +8,26 @@ Budget: ``trials`` counts COMPLETE and PRUNED trials. A worker starts a trial
 only while COMPLETE+PRUNED+RUNNING+WAITING is below it, checked and claimed
 under a lock (a file lock for the journal file, an advisory lock on
 PostgreSQL), so parallel workers never overshoot. A FAIL trial (a killed
-worker, an error) does not count, so its budget is used again.
+worker, an error) does not count, so its budget is used again: before each
+check, a RUNNING trial whose process is gone (its pid on this machine, its
+heartbeat on an RDB) is failed. A trial once COMPLETE or PRUNED is final:
+Optuna refuses to change a finished trial, so it is never run again.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
+import hashlib
 import logging
 import os
 import re
 import socket
+import sys
 import time
 import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 from paratrain.errors import ConfigError, ParatrainError
@@ -29,8 +36,8 @@ from paratrain.tune.locks import JournalFlock, budget_lock  # noqa: F401 - budge
 SPEC_ATTR = "paratrain"
 """The study user_attr that holds the StudySpec."""
 OWNER_ATTR = "worker"
-"""Trial user_attr naming the process that runs it: host:pid:start-ticks (and 'worker_name': host-coordinator
-pid-slot-restart, which says which search or tune-worker started it)."""
+"""Trial user_attr naming the process that runs it: host:pid:start-ticks:process-space (and 'worker_name':
+host-coordinator pid-slot-restart, which says which search or tune-worker started it)."""
 HEARTBEAT_S = 10
 GRACE_S = 60
 """RDB heartbeat: a trial without a beat for this long is failed by the next worker that looks."""
@@ -107,15 +114,25 @@ def open_storage(ref: str | None) -> Any:
             import psycopg2  # noqa: F401
         except ImportError:
             raise ConfigError(f"storage {redact(ref)} needs the PostgreSQL driver: pip install psycopg2-binary") from None
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeat: 'experimental'
-            # The heartbeat lets a worker on any machine fail the trials of a worker that died.
-            return optuna.storages.RDBStorage(url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
-                                              engine_kwargs={"pool_pre_ping": True})
-    except Exception as exc:  # SQLAlchemy raises many kinds; the user needs the one line
-        message = scrub(" ".join(str(exc).split()), ref)[:300]
-        raise ConfigError(f"cannot open storage {redact(ref)}: {message}") from None
+    for attempt in range(_SCHEMA_ATTEMPTS):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeat: 'experimental'
+                # The heartbeat lets a worker on any machine fail the trials of a worker that died.
+                return optuna.storages.RDBStorage(url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
+                                                  engine_kwargs={"pool_pre_ping": True})
+        except Exception as exc:  # SQLAlchemy raises many kinds; the user needs the one line
+            message = scrub(" ".join(str(exc).split()), ref)[:300]
+            # On an empty database, processes that start together (a search and its tune-workers)
+            # all create Optuna's tables; all but one lose that race. The winner's tables serve.
+            if "already exists" in message and attempt + 1 < _SCHEMA_ATTEMPTS:
+                time.sleep(0.5 * (attempt + 1))
+                continue
+            raise ConfigError(f"cannot open storage {redact(ref)}: {message}") from None
+    raise AssertionError("unreachable")
+
+
+_SCHEMA_ATTEMPTS = 4
 
 
 def redact(url: str) -> str:
@@ -263,16 +280,35 @@ def _start_ticks(pid: int) -> str:
     return fields[19] if len(fields) > 19 else "?"
 
 
+@functools.lru_cache(maxsize=1)
+def process_space() -> str:
+    """Which processes this one can see: its boot of the kernel and its pid namespace, hashed.
+
+    Why not the host name alone: two containers (or machines) may share one, and a pid
+    that is free here may then be a live worker there. Network namespaces on one machine
+    share it, and do see each other's pids.
+    """
+    parts = []
+    for path, read in (("/proc/sys/kernel/random/boot_id", lambda p: Path(p).read_text().strip()),
+                       ("/proc/self/ns/pid", os.readlink)):
+        try:
+            parts.append(read(path))
+        except OSError:
+            parts.append("")
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:12]
+
+
 def owner_tag(pid: int | None = None) -> str:
     pid = pid or os.getpid()
-    return f"{socket.gethostname()}:{pid}:{_start_ticks(pid)}"
+    return f"{socket.gethostname()}:{pid}:{_start_ticks(pid)}:{process_space()}"
 
 
 def owner_alive(tag: str) -> bool | None:
     """True/False for a process on this host; None when it runs elsewhere (we cannot tell)."""
     host, _, rest = tag.partition(":")
-    pid_text, _, ticks = rest.partition(":")
-    if host != socket.gethostname() or not pid_text.isdigit():
+    pid_text, _, rest = rest.partition(":")
+    ticks, _, space = rest.partition(":")
+    if host != socket.gethostname() or not pid_text.isdigit() or space not in ("", process_space()):
         return None
     pid = int(pid_text)
     try:
@@ -288,14 +324,15 @@ def owner_alive(tag: str) -> bool | None:
 
 
 def fail_dead_trials(study: Any, dead_pids: set[int] | None = None, lock: Any = None,
-                     unowned_after_s: float = 120.0) -> list[int]:
+                     unowned_after_s: float = 120.0, lock_held: bool = False) -> list[int]:
     """Mark FAIL the RUNNING trials whose process on this host is gone; returns their numbers.
 
     ``dead_pids``: processes known to be dead (a worker we saw exit). Trials owned by another
     host are left to that host (or, on an RDB, to the heartbeat). A trial with no owner yet
     was created by a worker holding the budget lock, which names the owner before letting
     go: so if ``lock`` (the budget lock) can be taken, such a trial's worker died inside
-    ``ask()``. Without a lock, an unowned trial is failed after ``unowned_after_s``.
+    ``ask()``. Without a lock (or with one that excludes nobody), an unowned trial is failed
+    after ``unowned_after_s``. ``lock_held``: the caller holds ``lock`` already.
     """
     from optuna.trial import TrialState
 
@@ -312,19 +349,45 @@ def fail_dead_trials(study: Any, dead_pids: set[int] | None = None, lock: Any = 
                if OWNER_ATTR not in t.user_attrs]
     if not unowned:
         return failed
-    if lock is None:
+    if lock is None or not getattr(lock, "exclusive", True):
         old = [t for t in unowned if t.datetime_start and time.time() - t.datetime_start.timestamp() > unowned_after_s]
         for trial in old:
             failed += _fail(study, trial, "its worker died before naming itself")
         return failed
-    lock.acquire()
+    if not lock_held:
+        lock.acquire()
     try:
         for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             if OWNER_ATTR not in trial.user_attrs:
                 failed += _fail(study, trial, "its worker died before naming itself")
     finally:
-        lock.release()
+        if not lock_held:
+            lock.release()
     return failed
+
+
+def trials_failed_with(study: Any, pid: int) -> list[int]:
+    """The trials of process ``pid`` on this machine that were failed because it died (by anyone)."""
+    from optuna.trial import TrialState
+
+    numbers = []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
+        tag = trial.user_attrs.get(OWNER_ATTR, "")
+        if tag.split(":")[1:2] == [str(pid)] and owner_alive(tag) is False and "failed_because" in trial.user_attrs:
+            numbers.append(trial.number)
+    return numbers
+
+
+def fail_abandoned_trials(study: Any, lock: Any) -> list[int]:
+    """With the budget lock held: fail the RUNNING trials nobody works on any more; their numbers.
+
+    Why before every budget check: a RUNNING trial claims budget. One left by a process
+    killed on this machine (its pid is gone) or on another (no heartbeat within the grace
+    period, on an RDB) would otherwise hold its claim for ever, and the workers that remain
+    would stop one trial short of the budget instead of running it again.
+    """
+    fail_stale_rdb_trials(study)  # a no-op without a heartbeat (the journal file: one machine)
+    return fail_dead_trials(study, lock=lock, lock_held=True)
 
 
 def _fail(study: Any, trial: Any, reason: str) -> list[int]:
@@ -349,6 +412,10 @@ def fail_stale_rdb_trials(study: Any) -> None:
 
 
 # --- one worker's loop -------------------------------------------------------------------
+
+def _finished_by_another(study: Any, trial: Any) -> bool:
+    return study._storage.get_trial(trial._trial_id).state.is_finished()
+
 
 class _NoTracebackForInterrupts(logging.Filter):
     """Optuna logs a trial that ends by an exception with its traceback. A trial stopped by
@@ -382,9 +449,11 @@ def run_trials(study: Any, spec: StudySpec, objective: Callable[[dict, Any], Any
     space = SearchSpace.from_dict(spec.space)
     _quiet_interrupted_trials()
     tag = owner_tag()
-    finished: list[Any] = []
+    started: list[Any] = []  # this round's trial (as soon as it exists)
+    finished: list[Any] = []  # every trial told, in order
 
     def wrapped(trial: Any) -> Any:
+        started.append(trial)
         # Owner first, then the lock: a RUNNING trial without an owner can only be one whose
         # process died inside ask() (see fail_dead_trials).
         trial.set_user_attr(OWNER_ATTR, tag)
@@ -409,13 +478,25 @@ def run_trials(study: Any, spec: StudySpec, objective: Callable[[dict, Any], Any
     while True:
         lock.acquire()
         try:
+            fail_abandoned_trials(study, lock)
             if claimed(count_states(study)) >= spec.trials or reached(study, spec.stop_value):
                 return
-            study.optimize(wrapped, n_trials=1, catch=(Exception,), callbacks=[remember])
+            started.clear()
+            told_before = len(finished)
+            try:
+                study.optimize(wrapped, n_trials=1, catch=(Exception,), callbacks=[remember])
+            except Exception:
+                if not started or len(finished) > told_before or not _finished_by_another(study, started[-1]):
+                    raise
+                # Another worker failed this trial while it ran (its heartbeat looked stale), and
+                # Optuna refused our tell: it stays FAIL and its budget is run again, so that
+                # its result counts nowhere rather than twice.
+                print(f"paratrain tune worker: trial {started[-1].number} was failed by another worker while it "
+                      "ran; its result is dropped, its budget is used again", file=sys.stderr, flush=True)
         finally:
             lock.release()
-        if not finished:
-            continue
+        if len(finished) == told_before:
+            continue  # no trial, or one whose result was dropped: not this worker's failure
         last = finished[-1]
         failures = failures + 1 if last.state.name == "FAIL" else 0
         if failures >= max_failures_in_a_row:
