@@ -27,7 +27,7 @@ import pytest
 
 from tests.conftest import regression_frame
 
-SOAK_SECONDS = float(os.environ.get("PARATRAIN_SOAK_SECONDS", "180"))
+SOAK_SECONDS = float(os.environ.get("PARATRAIN_SOAK_SECONDS", "75"))
 # A job that finishes normally is a few seconds; one stuck this long is a hang.
 JOB_TIMEOUT_S = 150
 # Workers must follow a killed parent within 2 s; the margin covers a loaded machine.

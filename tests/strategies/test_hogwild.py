@@ -91,8 +91,10 @@ def test_parameters_are_shared_between_processes_and_the_file_is_removed(tmp_pat
 
 
 def test_hogwild_refuses_a_job_on_several_machines(monkeypatch):
-    monkeypatch.setenv("WORLD_SIZE", "4")
-    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    # A torchrun worker of a 2-machine job (torchrun sets all of these).
+    for name, value in {"RANK": "1", "WORLD_SIZE": "4", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "2",
+                        "MASTER_ADDR": "10.0.0.1", "MASTER_PORT": "29500"}.items():
+        monkeypatch.setenv(name, value)
     with pytest.raises(ConfigError, match="one machine"):
         HogwildStrategy()
 
