@@ -376,7 +376,13 @@ def run() -> None:
     and the process group left, and the interpreter's teardown of gloo's threads sometimes
     aborts a finished rank ("terminate called without an active exception"), which torchrun
     reports as a failed job."""
-    status = main()
+    try:
+        status = main()
+    except KeyboardInterrupt:
+        # Ctrl-C before main's own handling began (while the parser's modules import, about a
+        # second): nothing was started or written yet, so one line is all there is to say.
+        print("paratrain: interrupted by SIGINT before anything started", file=sys.stderr)
+        status = 130
     if "torch.distributed" in sys.modules:  # only then can this be a torchrun rank that trained
         from paratrain.launch.torchrun_env import under_torchrun
         from paratrain.launch.lifeline import exit_now
