@@ -43,22 +43,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _table(path: Path, rows: int) -> None:
-    import numpy as np
-    import pandas as pd
-
-    rng = np.random.default_rng(0)
-    x = rng.uniform(0, 1, size=(rows, 10))
-    y = (10 * np.sin(np.pi * x[:, 0] * x[:, 1]) + 20 * (x[:, 2] - 0.5) ** 2 + 10 * x[:, 3] + 5 * x[:, 4]
-         + rng.normal(size=rows))
-    frame = pd.DataFrame(x, columns=[f"x{i}" for i in range(10)])
-    frame["y"] = y
-    frame.to_csv(path, index=False)
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from paratrain.config import FitConfig
+    from paratrain.demo import friedman1_frame
     from paratrain.train.fit import fit
 
     hidden = [int(width) for width in args.hidden.split(",")]
@@ -71,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     steps: dict[str, int] = {}
     with tempfile.TemporaryDirectory() as folder:
         data = Path(folder) / "data.csv"
-        _table(data, args.rows)
+        friedman1_frame(args.rows).to_csv(data, index=False)
         for repeat in range(args.repeats):
             for name, workers in chosen:
                 for k in every:
