@@ -29,7 +29,10 @@ import logging
 import math
 import os
 import socket
+import sys
+import threading
 import time
+from pathlib import Path
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
@@ -158,7 +161,7 @@ def run_torchrun(config: LaunchConfig) -> int:
     argv, env = torchrun_invocation(config, network, os.environ, usable_cores())
     log.info("node %s: interface %s, address %s, rendezvous at %s:%s", config.node_rank, network.interface,
              network.address, network.master_address, config.master_port)
-    with _rendezvous_store(config, network), _environment(env):
+    with _rendezvous_store(config, network), _environment(env), _ends_a_stuck_agent(config.rdzv_timeout_s + 30):
         if config.node_rank != 0:
             _wait_for_rendezvous(config, network.master_address)
         return _run_agent(argv, config.master, config.rdzv_timeout_s)
@@ -208,6 +211,64 @@ def _wait_for_rendezvous(config: LaunchConfig, address: str, poll_s: float = 0.5
                                   "(paratrain launch --node-rank 0 ...) and check that this machine reaches that "
                                   "address and port") from None
         time.sleep(poll_s)
+
+
+@contextlib.contextmanager
+def _ends_a_stuck_agent(grace_s: float, poll_s: float = 1.0) -> Iterator[None]:
+    """End this process when torchrun's agent outlives its workers by ``grace_s`` seconds.
+
+    Why: when a node's link is cut, the agent on the far side blocks in a rendezvous-store call
+    across the dead link (torch's store client does not give up at its timeout), holding the lock
+    its monitoring loop needs, so it never sees that its workers ended; it stays until the kernel's
+    TCP retransmissions give up (~15 min at Linux's default tcp_retries2). An agent legitimately
+    without workers is waiting in a rendezvous, which its join timeout (--rdzv-timeout) bounds;
+    ``grace_s`` is longer than that. Before its first workers the agent is left alone.
+    """
+    from paratrain.launch.lifeline import exit_now
+
+    done = threading.Event()
+
+    def watch() -> None:
+        seen_workers, idle_since = False, None
+        while not done.wait(poll_s):
+            if _children():
+                seen_workers, idle_since = True, None
+                continue
+            if not seen_workers:
+                continue
+            idle_since = idle_since or time.monotonic()
+            if time.monotonic() - idle_since > grace_s:
+                print(f"paratrain: error: torchrun's agent has had no workers for {grace_s:.0f} s and has not ended "
+                      "(blocked on the rendezvous store across a lost link?); ending it", file=sys.stderr)
+                exit_now(1)
+
+    threading.Thread(target=watch, name="stuck-agent-watch", daemon=True).start()
+    try:
+        yield
+    finally:
+        done.set()
+
+
+def _children() -> list[int]:
+    """Live child processes of this process (Linux /proc; none elsewhere, which disables the watch).
+
+    A worker that exited stays a zombie until the agent reaps it, which a stuck agent does not:
+    zombies do not count."""
+    pids: list[int] = []
+    for task in Path("/proc/self/task").glob("*/children"):
+        try:
+            pids += [int(pid) for pid in task.read_text().split()]
+        except OSError:
+            continue
+    return [pid for pid in pids if _state(pid) not in ("Z", "X", None)]
+
+
+def _state(pid: int) -> str | None:
+    """The process's state letter from /proc/PID/stat (after the parenthesised name), None if gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return None
 
 
 @contextlib.contextmanager
