@@ -72,16 +72,6 @@ class NodeResources:
         return f"{number}{unit or 'M'}i"  # Slurm reads a bare number as megabytes
 
 
-def threads_per_worker(cpus: int, nproc_per_node: int) -> int:
-    """OpenMP threads per worker: the node's cores split between its workers (oversubscribing thrashes)."""
-    return max(1, cpus // nproc_per_node)
-
-
-def rdzv_conf(is_host: str, timeout_s: float) -> str:
-    """torchrun's --rdzv-conf: who hosts the c10d store, and how long the rendezvous waits for the nodes."""
-    return f"is_host={is_host},join_timeout={int(timeout_s) if float(timeout_s).is_integer() else timeout_s}"
-
-
 def write_emitted(text: str, output: str | None, mode: int = 0o644) -> None:
     """Write TEXT to OUTPUT atomically (a reader never sees half a file), or to standard output.
 

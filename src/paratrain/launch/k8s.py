@@ -24,11 +24,9 @@ from paratrain.errors import ConfigError
 from paratrain.launch.emitted import (
     SCHEDULED_MASTER_HOST,
     NodeResources,
-    rdzv_conf,
-    threads_per_worker,
     write_emitted,
 )
-from paratrain.launch.launch_config import LaunchConfig
+from paratrain.launch.launch_config import LaunchConfig, threads_per_worker, torchrun_args
 
 API_VERSION = "kubeflow.org/v1"
 KIND = "PyTorchJob"
@@ -88,18 +86,10 @@ def _out_must_be_on_volume(command: tuple[str, ...], mount_path: str) -> None:
 def _container(config: LaunchConfig, options: PyTorchJobOptions, is_host: bool) -> dict[str, Any]:
     """The `pytorch` container of one replica type: its torchrun agent, environment, resources, volume."""
     res = options.resources
-    torchrun = [
-        "python", "-m", "torch.distributed.run",
-        "--nnodes", str(config.nnodes),
-        "--nproc-per-node", str(config.nproc_per_node),
-        "--rdzv-backend", "c10d",
-        # Kubernetes fills in $(VAR) from the container's environment, which the operator sets.
-        "--rdzv-endpoint", "$(MASTER_ADDR):$(MASTER_PORT)",
-        "--rdzv-id", options.job_name,
-        "--rdzv-conf", rdzv_conf("true" if is_host else "false", config.rdzv_timeout_s),
-        "--max-restarts", str(config.max_restarts),
-        "-m", "paratrain", *config.command,
-    ]
+    # Kubernetes fills in $(VAR) from the container's environment, which the operator sets.
+    torchrun = ["python", "-m", "torch.distributed.run",
+                *torchrun_args(config, "$(MASTER_ADDR):$(MASTER_PORT)", options.job_name,
+                               "true" if is_host else "false")]
     env = [
         # A restarted group needs a fresh store, else gloo's connectFullMesh fails (torchrun --max-restarts).
         {"name": "TORCH_DISABLE_SHARE_RDZV_TCP_STORE", "value": "1"},

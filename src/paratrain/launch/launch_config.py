@@ -7,6 +7,7 @@ Kubeflow PyTorchJob manifest (launch/k8s.py).
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 
@@ -84,3 +85,38 @@ class LaunchConfig:
     @property
     def master_port(self) -> int:
         return int(self.master.rpartition(":")[2])
+
+
+def rdzv_conf(is_host: str, timeout_s: float, read_timeout: bool = False) -> str:
+    """torchrun's --rdzv-conf: who hosts the c10d store, and how long the rendezvous waits for the nodes
+    (whole seconds: the c10d rendezvous reads its timeouts as integers). ``read_timeout`` also bounds the
+    agent's store client by it, which waits for a node 0 started later.
+
+    Example:
+        >>> rdzv_conf("false", 90.5, read_timeout=True)
+        'is_host=false,join_timeout=91,read_timeout=91'
+    """
+    seconds = max(1, math.ceil(timeout_s))
+    return f"is_host={is_host},join_timeout={seconds}" + (f",read_timeout={seconds}" if read_timeout else "")
+
+
+def torchrun_args(config: LaunchConfig, endpoint: str, rdzv_id: str, is_host: str, read_timeout: bool = False,
+                  local_addr: str | None = None) -> list[str]:
+    """torchrun's arguments for ``config``'s job, the rendezvous at ``endpoint`` (after ``python -m
+    torch.distributed.run``); the scheduler-specific parts (endpoint, id, who hosts) are given.
+
+    No --node-rank: the c10d rendezvous numbers the nodes itself (torchrun ignores it, with a warning,
+    for any backend but static); node rank 0 only says which node hosts the store.
+    """
+    argv = ["--nnodes", str(config.nnodes), "--nproc-per-node", str(config.nproc_per_node),
+            "--rdzv-backend", "c10d", "--rdzv-endpoint", endpoint, "--rdzv-id", rdzv_id,
+            "--rdzv-conf", rdzv_conf(is_host, config.rdzv_timeout_s, read_timeout),
+            "--max-restarts", str(config.max_restarts)]
+    if local_addr is not None:
+        argv += ["--local-addr", local_addr]
+    return [*argv, "-m", "paratrain", *config.command]
+
+
+def threads_per_worker(cpus: int, nproc_per_node: int) -> int:
+    """OpenMP threads per worker: the node's cores split between its workers (oversubscribing thrashes)."""
+    return max(1, cpus // nproc_per_node)

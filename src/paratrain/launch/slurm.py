@@ -20,10 +20,9 @@ from paratrain.errors import ConfigError, ParatrainError
 from paratrain.launch.emitted import (
     SCHEDULED_MASTER_HOST,
     NodeResources,
-    rdzv_conf,
     write_emitted,
 )
-from paratrain.launch.launch_config import LaunchConfig
+from paratrain.launch.launch_config import LaunchConfig, rdzv_conf
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
-import math
 import os
 import socket
 import sys
@@ -38,7 +37,7 @@ from dataclasses import dataclass
 
 from paratrain.errors import ConfigError, ParatrainError
 from paratrain.launch import interfaces
-from paratrain.launch.launch_config import LaunchConfig
+from paratrain.launch.launch_config import LaunchConfig, threads_per_worker, torchrun_args
 from paratrain.launch.store import HOST_ADDRESS_VARIABLE
 
 log = logging.getLogger(__name__)
@@ -109,29 +108,10 @@ def torchrun_invocation(config: LaunchConfig, network: NodeNetwork, environ: Map
         >>> argv[argv.index("--rdzv-endpoint") + 1], argv[argv.index("--local-addr") + 1], env["GLOO_SOCKET_IFNAME"]
         ('10.0.0.1:29400', '10.0.0.2', 'eth0')
     """
-    # Whole seconds: the c10d rendezvous reads its timeouts as integers.
-    timeout_s = max(1, math.ceil(config.rdzv_timeout_s))
-    rdzv_conf = ",".join([
-        # Node 0's launcher hosts the store (bound to one address); every agent is its client.
-        "is_host=false",
-        f"join_timeout={timeout_s}",
-        # How long an agent's store client waits, also for node 0's store to come up: a node
-        # may be started before node 0 (by hand, or by a scheduler in any order).
-        f"read_timeout={timeout_s}",
-    ])
-    argv = [
-        "--nnodes", config.nnodes,
-        "--nproc-per-node", str(config.nproc_per_node),
-        # No --node-rank: the c10d rendezvous numbers the nodes itself (torchrun ignores it, with
-        # a warning, for any backend but static). Node rank 0 only says which node hosts the store.
-        "--rdzv-backend", "c10d",
-        "--rdzv-endpoint", f"{network.master_address}:{config.master_port}",
-        "--rdzv-id", config.run_id,
-        "--rdzv-conf", rdzv_conf,
-        "--max-restarts", str(config.max_restarts),
-        "--local-addr", network.address,
-        "-m", "paratrain", *config.command,
-    ]
+    # Node 0's launcher hosts the store (bound to one address); every agent is its client. The store
+    # client's read timeout lets a node started before node 0 wait for it (by hand, or a scheduler).
+    argv = torchrun_args(config, f"{network.master_address}:{config.master_port}", config.run_id, "false",
+                         read_timeout=True, local_addr=network.address)
     env = dict(environ)
     for name in SOCKET_INTERFACE_VARIABLES:
         env[name] = network.interface
@@ -140,7 +120,7 @@ def torchrun_invocation(config: LaunchConfig, network: NodeNetwork, environ: Map
     env[HOST_ADDRESS_VARIABLE] = network.address
     # The user's own setting wins; else the cores are split, as the local launcher does
     # (more threads than cores thrash).
-    env.setdefault("OMP_NUM_THREADS", str(max(1, cores // config.nproc_per_node)))
+    env.setdefault("OMP_NUM_THREADS", str(threads_per_worker(cores, config.nproc_per_node)))
     return argv, env
 
 
